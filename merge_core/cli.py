@@ -1,0 +1,115 @@
+"""``loramerge``: merge adapters from a JSON job spec, list methods. One clear line on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from merge_core.errors import MergeError
+from merge_core.spec import parse_spec
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="module" if stage != "load" else "adapter", file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from merge_core.pipeline import run_merge
+
+    try:
+        raw = json.loads(Path(args.spec).read_text())
+    except FileNotFoundError:
+        raise MergeError(f"spec file {args.spec!r} not found") from None
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"spec file {args.spec!r} is not valid JSON: {exc}") from None
+    spec = parse_spec(raw)
+    outcome = run_merge(
+        spec,
+        args.out,
+        allow_pickle=args.allow_pickle,
+        device=args.device,
+        progress=None if args.quiet else _progress_bar(),
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(outcome.out_dir),
+                "files": outcome.files,
+                "elapsed_s": round(outcome.elapsed_s, 3),
+                "summary": outcome.summary,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from merge_core.registry import list_methods
+
+    methods = [m.describe() for m in list_methods()]
+    if args.json:
+        print(json.dumps(methods, indent=2))
+        return 0
+    for m in methods:
+        print(f"{m['name']:16} {m['summary']}")
+        for pname, schema in m["params_schema"].get("properties", {}).items():
+            default = schema.get("default")
+            kind = schema.get("type") or "|".join(str(v) for v in schema.get("enum", [])) or "value"
+            print(f"    {pname:15} {kind:8} default={default!r:8} {schema.get('description', '')}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    print("error [not_built]: the HTTP service (app/, worker/) is not built yet; use `loramerge merge`", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loramerge", description="Merge LoRA adapters (DO-Merging and baselines).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="merge the adapters named in a JSON job spec")
+    merge.add_argument("spec", help="job spec JSON file (same as the HTTP API's body)")
+    merge.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    merge.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    merge.add_argument(
+        "--allow-pickle", action="store_true", help="read pickle adapter_model.bin (runs code: trusted files only)"
+    )
+    merge.add_argument("--quiet", action="store_true", help="no progress bars")
+    merge.set_defaults(func=cmd_merge)
+    methods = sub.add_parser("methods", help="list merge methods and their parameters")
+    methods.add_argument("--json", action="store_true", help="machine-readable output with JSON schemas")
+    methods.set_defaults(func=cmd_methods)
+    serve = sub.add_parser("serve", help="start the HTTP service (not built yet)")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MergeError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error [cancelled]: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The per-module loop: group same-shaped modules into batches, run the method kernel on the chosen
+device, apply the output-rank policy, report progress, stop cleanly at a batch boundary on cancel."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from merge_core.adapters import LoraAdapter
+from merge_core.batch import BatchResult, ModuleBatch
+from merge_core.errors import (
+    BaseModelMismatchError,
+    InvalidAdapterConfigError,
+    MergeCancelledError,
+    RankRequiredError,
+    ShapeMismatchError,
+)
+from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
+from merge_core.registry import MergeMethod, MethodParams
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amortizes kernel launches
+
+
+@dataclass
+class MergedAdapter:
+    """The merged update of every module as LoRA factors ``B (out, r)``, ``A (r, in)`` with scale 1."""
+
+    modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
+    base_model: str | None = None
+    fan_in_fan_out: bool = False
+
+    def delta(self, name: str) -> torch.Tensor:
+        B, A = self.modules[name]
+        return B.double() @ A.double()
+
+    def summary(self) -> dict[str, float]:
+        """Mean and max of every per-module diagnostic."""
+        keys = sorted({k for d in self.diagnostics.values() for k in d})
+        out: dict[str, float] = {"modules": float(len(self.modules))}
+        for key in keys:
+            values = [d[key] for d in self.diagnostics.values() if key in d]
+            out[f"{key}_mean"] = sum(values) / len(values)
+            out[f"{key}_max"] = max(values)
+        return out
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_compatible(adapters: Sequence[LoraAdapter]) -> None:
+    """Same base model, same fan_in_fan_out, and one shape per module across all adapters."""
+    bases = {a.base_model for a in adapters if a.base_model}
+    if len(bases) > 1:
+        raise BaseModelMismatchError(
+            f"adapters were trained on different base models: {sorted(bases)}; merge adapters of one base model",
+            base_models=sorted(bases),
+        )
+    if len({a.fan_in_fan_out for a in adapters}) > 1:
+        raise InvalidAdapterConfigError("adapters disagree on fan_in_fan_out; they cannot target the same layers")
+    shapes: dict[str, tuple[tuple[int, int], str]] = {}
+    for adapter in adapters:
+        for name, module in adapter.modules.items():
+            seen = shapes.setdefault(name, (module.shape, adapter.source))
+            if seen[0] != module.shape:
+                raise ShapeMismatchError(
+                    f"module {name!r} is {list(seen[0])} in {seen[1]} but {list(module.shape)} in {adapter.source}",
+                    module=name,
+                )
+
+
+def merge_adapters(
+    adapters: Sequence[LoraAdapter],
+    method: MergeMethod,
+    params: MethodParams,
+    *,
+    weights: Sequence[float] | None = None,
+    rank: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    batch_elements: int = BATCH_ELEMENTS,
+) -> MergedAdapter:
+    """Merge ``adapters`` module by module. ``weights[i]`` multiplies adapter i's update (default 1)."""
+    if rank is None and not method.factored:
+        raise RankRequiredError(f"{method.name} gives a full-rank update: set output.rank", method=method.name)
+    check_compatible(adapters)
+    weights = list(weights) if weights is not None else [1.0] * len(adapters)
+    device = resolve_device(device)
+    batches = _plan_batches(adapters, method.factored, batch_elements)
+    total = sum(len(names) for names, _ in batches)
+    seed = int(getattr(params, "seed", 0))
+    result = MergedAdapter(modules={}, base_model=adapters[0].base_model, fan_in_fan_out=adapters[0].fan_in_fan_out)
+    done = 0
+    for names, members in batches:
+        if should_cancel is not None and should_cancel():
+            raise MergeCancelledError(f"cancelled after {done} of {total} modules", done=done, total=total)
+        batch = _build_batch(adapters, weights, names, members, device, dtype, seed)
+        out = method.kernel(batch, params)
+        _collect(result, names, out, rank, seed)
+        done += len(names)
+        if progress is not None:
+            progress("merge", done, total)
+    return result
+
+
+def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[int]]]:
+    """Group modules by (shape, carrying adapters and their ranks); split groups to fit the budget."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted({n for a in adapters for n in a.modules}):
+        members = tuple((i, a.modules[name].rank) for i, a in enumerate(adapters) if name in a.modules)
+        shape = next(a.modules[name].shape for a in adapters if name in a.modules)
+        groups.setdefault((shape, members), []).append(name)
+    plan = []
+    for (shape, members), names in groups.items():
+        per_module = sum(r for _, r in members) * (shape[0] + shape[1])
+        size = max(1, batch_elements // per_module) if factored else 1
+        for start in range(0, len(names), size):
+            plan.append((names[start : start + size], [i for i, _ in members]))
+    return plan
+
+
+def _build_batch(adapters, weights, names, members, device, dtype, seed) -> ModuleBatch:
+    def stack(getter):
+        return torch.stack([getter(adapters[i].modules[n]) for n in names]).to(device=device, dtype=dtype)
+
+    A, B, coef = [], [], []
+    for i in members:
+        A.append(torch.stack([adapters[i].modules[n].A for n in names]).to(device=device, dtype=dtype))
+        B.append(torch.stack([adapters[i].modules[n].B for n in names]).to(device=device, dtype=dtype))
+        coef.append(torch.tensor([adapters[i].modules[n].scale * weights[i] for n in names], device=device, dtype=dtype))
+    seeds = [(seed * 0x9E3779B1 + zlib.crc32(n.encode())) % 2**63 for n in names]
+    return ModuleBatch(names=names, A=A, B=B, coef=coef, seeds=seeds)
+
+
+def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int) -> None:
+    diagnostics = {k: v.detach().double().cpu().tolist() for k, v in out.diagnostics.items()}
+    if out.dense is not None:
+        n, rows, cols = out.dense.shape
+        total_sq = out.dense.double().square().sum((-1, -2))
+        U, S, Vh = randomized_svd(out.dense, min(rank, rows, cols), seed=seed)
+        B, A, error = truncate(U, S, Vh, rank, total_sq=total_sq)
+        diagnostics["compression_error"] = error.double().cpu().tolist()
+    elif rank is not None:
+        B, A, error = truncate(*svd_from_factors(out.B, out.A), rank)
+        diagnostics["compression_error"] = error.double().cpu().tolist()
+    else:
+        B, A = balance(out.B, out.A)
+    B, A = B.cpu(), A.cpu()
+    for j, name in enumerate(names):
+        result.modules[name] = (B[j], A[j])
+        result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
+
+
+def balance(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each rank component so ``‖B[:, k]‖ = ‖A[k, :]‖``: same product, no fp16 under/overflow."""
+    nb, na = B.norm(dim=-2), A.norm(dim=-1)
+    ok = (nb > 0) & (na > 0)
+    c = torch.where(ok, (na / nb.where(ok, torch.ones_like(nb))).sqrt(), torch.ones_like(nb))
+    return B * c.unsqueeze(-2), A / c.unsqueeze(-1)

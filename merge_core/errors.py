@@ -1,0 +1,111 @@
+"""Typed errors of merge_core.
+
+Every error carries a stable machine-readable ``code`` (the HTTP API and the CLI show it as is) and a
+message that says what to fix. Errors subclass ``ValueError`` where the caller's input is at fault,
+and they pickle with their attributes intact, because Celery ships exceptions between processes.
+"""
+
+from __future__ import annotations
+
+
+class MergeError(Exception):
+    """Base class. ``code`` is stable across releases; ``details`` is JSON-serializable context."""
+
+    code = "merge_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, **({"details": self.details} if self.details else {})}
+
+
+def _rebuild(cls: type[MergeError], message: str, details: dict) -> MergeError:
+    return cls(message, **details)
+
+
+class InvalidSpecError(MergeError, ValueError):
+    """The job spec is malformed: unknown method, bad parameter, bad output options."""
+
+    code = "invalid_spec"
+
+
+class UnknownMethodError(InvalidSpecError):
+    code = "unknown_method"
+
+
+class InvalidParamsError(InvalidSpecError):
+    code = "invalid_params"
+
+
+class RankRequiredError(InvalidSpecError):
+    """A method whose result is not low-rank needs ``output.rank``."""
+
+    code = "rank_required"
+
+
+class SourceNotFoundError(MergeError, ValueError):
+    code = "source_not_found"
+
+
+class PickleRefusedError(MergeError, ValueError):
+    """Adapter weights only exist as a pickle (``.bin``); loading it could run arbitrary code."""
+
+    code = "pickle_refused"
+
+
+class InvalidAdapterConfigError(MergeError, ValueError):
+    code = "invalid_adapter_config"
+
+
+class UnsupportedAdapterError(MergeError, ValueError):
+    """DoRA, trained biases, embedding LoRA, ``modules_to_save`` or a non-LoRA PEFT type."""
+
+    code = "unsupported_adapter"
+
+
+class CorruptSafetensorsError(MergeError, ValueError):
+    """The safetensors header is unreadable or lies about offsets, dtypes or sizes."""
+
+    code = "corrupt_safetensors"
+
+
+class AdapterTooLargeError(MergeError, ValueError):
+    code = "adapter_too_large"
+
+
+class BaseModelMismatchError(MergeError, ValueError):
+    code = "base_model_mismatch"
+
+
+class ShapeMismatchError(MergeError, ValueError):
+    """The same module has different shapes in two adapters (or in the base model)."""
+
+    code = "shape_mismatch"
+
+
+class RankMismatchError(MergeError, ValueError):
+    """A module's ``lora_A`` and ``lora_B`` disagree on the rank, or with the config's ``r``."""
+
+    code = "rank_mismatch"
+
+
+class NonFiniteError(MergeError, ValueError):
+    code = "non_finite_values"
+
+
+class BaseModelError(MergeError, ValueError):
+    """The base model folder for ``merged_model`` output is missing or unreadable."""
+
+    code = "invalid_base_model"
+
+
+class MergeCancelledError(MergeError):
+    """Raised at a module boundary when the caller asked to stop; no partial output is left."""
+
+    code = "cancelled"

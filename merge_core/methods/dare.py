@@ -1,0 +1,35 @@
+"""DARE: drop entries at random with probability ``drop_rate``, rescale survivors by ``1/(1-p)``, then
+sum (``dare_linear``) or TIES sign election and disjoint mean (``dare_ties``, as PEFT and mergekit)."""
+
+import torch
+from pydantic import Field
+
+from merge_core.batch import BatchResult, ModuleBatch
+from merge_core.ops.sparsify import dare_mask, disjoint_merge
+from merge_core.registry import MethodParams, register
+
+
+class DareParams(MethodParams):
+    drop_rate: float = Field(default=0.5, ge=0, lt=1, description="Probability p of dropping each entry (p=1 is invalid).")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the drop masks; same seed, same result.")
+
+
+def dare_deltas(batch: ModuleBatch, params: DareParams) -> list[torch.Tensor]:
+    kept = []
+    for i, delta in enumerate(batch.deltas()):
+        masks = [
+            dare_mask(delta.shape[1:], params.drop_rate, seed=(module_seed * 1_000_003 + i) % 2**63, device=delta.device)
+            for module_seed in batch.seeds
+        ]
+        kept.append(delta * torch.stack(masks) / (1 - params.drop_rate))
+    return kept
+
+
+@register("dare_linear", DareParams, factored=False, summary="DARE drop-and-rescale, then Task Arithmetic; needs output.rank.")
+def dare_linear(batch: ModuleBatch, params: DareParams) -> BatchResult:
+    return BatchResult(dense=params.scaling * torch.stack(dare_deltas(batch, params)).sum(0))
+
+
+@register("dare_ties", DareParams, factored=False, summary="DARE drop-and-rescale, then TIES sign election; needs output.rank.")
+def dare_ties(batch: ModuleBatch, params: DareParams) -> BatchResult:
+    return BatchResult(dense=params.scaling * disjoint_merge(dare_deltas(batch, params)))

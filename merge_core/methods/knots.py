@@ -1,0 +1,36 @@
+"""KnOTS: align the updates in the joint SVD basis, merge the per-task ``Σ V_iᵀ`` with TIES or DARE-TIES,
+map back with the shared ``U``. Exact low rank (≤ Σr), computed from factors."""
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from merge_core.batch import BatchResult, ModuleBatch
+from merge_core.ops.joint_basis import joint_basis
+from merge_core.ops.sparsify import dare_mask, disjoint_merge, top_fraction_mask
+from merge_core.registry import MethodParams, register
+
+
+class KnotsParams(MethodParams):
+    merge: Literal["ties", "dare_ties"] = Field(default="ties", description="How the aligned tasks are merged.")
+    density: float = Field(default=0.2, gt=0, le=1, description="TIES: fraction of entries kept per task.")
+    drop_rate: float = Field(default=0.5, ge=0, lt=1, description="DARE-TIES: drop probability.")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+@register("knots", KnotsParams, factored=True, summary="KnOTS: TIES/DARE-TIES in the joint SVD basis; exact, rank ≤ Σr.")
+def knots(batch: ModuleBatch, params: KnotsParams) -> BatchResult:
+    Bs = [batch.scaled_B(i) for i in range(batch.n_adapters)]
+    U, S, Vts = joint_basis(Bs, list(batch.A), rel_tol=1e-5)
+    tasks = [S.unsqueeze(-1) * Vt for Vt in Vts]  # (N, m, in) each
+    if params.merge == "ties":
+        tasks = [t * top_fraction_mask(t, params.density) for t in tasks]
+    else:
+        tasks = [
+            t
+            * torch.stack([dare_mask(t.shape[1:], params.drop_rate, (s * 1_000_003 + i) % 2**63, t.device) for s in batch.seeds])
+            / (1 - params.drop_rate)
+            for i, t in enumerate(tasks)
+        ]
+    return BatchResult(B=params.scaling * U, A=disjoint_merge(tasks))

@@ -1,0 +1,67 @@
+"""Build real adapter folders on disk (safetensors + adapter_config.json), as PEFT writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from merge_core.adapters import LoraAdapter, LoraModule
+
+SHAPES = {
+    "model.layers.0.self_attn.q_proj": (24, 16),
+    "model.layers.0.mlp.up_proj": (40, 16),
+    "model.layers.1.self_attn.q_proj": (24, 16),
+}
+
+
+def random_factors(shapes: dict[str, tuple[int, int]], rank: int, seed: int, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        name: (
+            torch.randn(rank, inp, generator=gen, dtype=dtype) / inp**0.5,
+            torch.randn(out, rank, generator=gen, dtype=dtype) * 0.1,
+        )
+        for name, (out, inp) in shapes.items()
+    }
+
+
+def write_adapter_folder(
+    folder: Path,
+    *,
+    shapes: dict[str, tuple[int, int]] = SHAPES,
+    rank: int = 4,
+    seed: int = 0,
+    config: dict | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a PEFT LoRA folder; ``config`` entries override the defaults, ``tensors`` the weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if tensors is None:
+        tensors = {}
+        for name, (A, B) in random_factors(shapes, rank, seed).items():
+            tensors[f"base_model.model.{name}.lora_A.weight"] = A
+            tensors[f"base_model.model.{name}.lora_B.weight"] = B
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    cfg = {
+        "peft_type": "LORA",
+        "base_model_name_or_path": "tiny-llama",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": sorted({n.rsplit(".", 1)[-1] for n in shapes}),
+        "bias": "none",
+    }
+    cfg.update(config or {})
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def memory_adapter(
+    shapes: dict[str, tuple[int, int]], rank: int, seed: int, *, scale: float = 1.0, dtype=torch.float64
+) -> LoraAdapter:
+    return LoraAdapter(
+        modules={n: LoraModule(A=A, B=B, scale=scale) for n, (A, B) in random_factors(shapes, rank, seed, dtype).items()},
+        base_model="tiny-llama",
+    )
