@@ -88,12 +88,12 @@ def test_task_arithmetic_is_the_weighted_sum_at_rank_sum_r():
         assert merged.modules[name][0].shape[1] == 8
 
 
-@pytest.mark.parametrize("method_name", ["dare_linear", "dare_ties"])
-def test_dare_is_deterministic_under_a_seed(method_name):
+@pytest.mark.parametrize(("method_name", "extra"), [("dare_linear", {}), ("dare_ties", {}), ("knots", {"merge": "dare_ties"})])
+def test_dare_is_deterministic_under_a_seed(method_name, extra):
     adapters = [memory_adapter(SHAPES, rank=4, seed=1), memory_adapter(SHAPES, rank=4, seed=2)]
-    first = run(method_name, adapters, {"seed": 7, "drop_rate": 0.5})
-    again = run(method_name, adapters, {"seed": 7, "drop_rate": 0.5}, batch_elements=1)
-    other = run(method_name, adapters, {"seed": 8, "drop_rate": 0.5})
+    first = run(method_name, adapters, {"seed": 7, "drop_rate": 0.5, **extra})
+    again = run(method_name, adapters, {"seed": 7, "drop_rate": 0.5, **extra}, batch_elements=1)
+    other = run(method_name, adapters, {"seed": 8, "drop_rate": 0.5, **extra})
     for name in SHAPES:
         assert torch.equal(first.delta(name), again.delta(name))
         assert not torch.allclose(first.delta(name), other.delta(name))

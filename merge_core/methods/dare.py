@@ -5,7 +5,7 @@ import torch
 from pydantic import Field
 
 from merge_core.batch import BatchResult, ModuleBatch
-from merge_core.ops.sparsify import dare_mask, disjoint_merge
+from merge_core.ops.sparsify import dare_rescale, disjoint_merge
 from merge_core.registry import MethodParams, register
 
 
@@ -15,14 +15,7 @@ class DareParams(MethodParams):
 
 
 def dare_deltas(batch: ModuleBatch, params: DareParams) -> list[torch.Tensor]:
-    kept = []
-    for i, delta in enumerate(batch.deltas()):
-        masks = [
-            dare_mask(delta.shape[1:], params.drop_rate, seed=(module_seed * 1_000_003 + i) % 2**63, device=delta.device)
-            for module_seed in batch.seeds
-        ]
-        kept.append(delta * torch.stack(masks) / (1 - params.drop_rate))
-    return kept
+    return [dare_rescale(delta, params.drop_rate, batch.seeds, i) for i, delta in enumerate(batch.deltas())]
 
 
 @register("dare_linear", DareParams, factored=False, summary="DARE drop-and-rescale, then Task Arithmetic; needs output.rank.")

@@ -3,12 +3,11 @@ map back with the shared ``U``. Exact low rank (≤ Σr), computed from factors.
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.joint_basis import joint_basis
-from merge_core.ops.sparsify import dare_mask, disjoint_merge, top_fraction_mask
+from merge_core.ops.sparsify import dare_rescale, disjoint_merge, top_fraction_mask
 from merge_core.registry import MethodParams, register
 
 
@@ -27,10 +26,5 @@ def knots(batch: ModuleBatch, params: KnotsParams) -> BatchResult:
     if params.merge == "ties":
         tasks = [t * top_fraction_mask(t, params.density) for t in tasks]
     else:
-        tasks = [
-            t
-            * torch.stack([dare_mask(t.shape[1:], params.drop_rate, (s * 1_000_003 + i) % 2**63, t.device) for s in batch.seeds])
-            / (1 - params.drop_rate)
-            for i, t in enumerate(tasks)
-        ]
+        tasks = [dare_rescale(t, params.drop_rate, batch.seeds, i) for i, t in enumerate(tasks)]
     return BatchResult(B=params.scaling * U, A=disjoint_merge(tasks))

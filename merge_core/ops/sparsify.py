@@ -26,6 +26,12 @@ def dare_mask(shape: torch.Size, drop_rate: float, seed: int, device: torch.devi
     return (torch.rand(shape, generator=gen) >= drop_rate).to(device)
 
 
+def dare_rescale(x: torch.Tensor, drop_rate: float, module_seeds: list[int], task: int) -> torch.Tensor:
+    """DARE on a batch ``x (N, ...)`` of task ``task``: drop entries, rescale survivors by ``1/(1-p)``."""
+    masks = [dare_mask(x.shape[1:], drop_rate, (seed * 1_000_003 + task) % 2**63, x.device) for seed in module_seeds]
+    return x * torch.stack(masks) / (1 - drop_rate)
+
+
 def band_mask(x: torch.Tensor, *, gamma: float, beta: float) -> torch.Tensor:
     """Breadcrumbs: per row, drop the top ``gamma`` fraction by magnitude and keep the next ``beta``."""
     mag = x.abs()
