@@ -141,3 +141,13 @@ def test_rank_is_capped_at_the_module_size():
     merged = run("ties", adapters, {"density": 0.5}, rank=100)
     assert merged.modules["m"][0].shape[1] == 5
     assert merged.diagnostics["m"]["compression_error"] < 1e-7
+
+
+def test_kth_largest_is_exact_on_large_inputs():
+    from merge_core.ops.sparsify import kth_largest
+
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(2_000_003, generator=gen).abs()
+    values[:1000] = 0.5  # ties near a quantile do not break it
+    for k in (1, 7, 400_000, 1_000_000, 1_999_999):
+        assert kth_largest(values, k) == values.kthvalue(values.numel() - k + 1).values
