@@ -55,8 +55,8 @@ def write_merged_model(
     for name in sorted(files):
         info = headers[files[name]][name]
         if name in targets:
-            expected = merged.delta(targets[name]).shape
-            shape = tuple(reversed(expected)) if merged.fan_in_fan_out else tuple(expected)
+            B, A = merged.modules[targets[name]]
+            shape = (A.shape[1], B.shape[0]) if merged.fan_in_fan_out else (B.shape[0], A.shape[1])
             if info.shape != shape:
                 raise ShapeMismatchError(f"base weight {name!r} is {list(info.shape)}, the merged update is {list(shape)}")
         source_dtype = ST_TO_TORCH.get(info.dtype)
