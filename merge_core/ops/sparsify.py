@@ -22,7 +22,8 @@ def top_fraction_mask(x: torch.Tensor, density: float, *, dims: int = 2) -> torc
 
 def kth_largest(values: torch.Tensor, k: int, *, sample: int = 1 << 16) -> torch.Tensor:
     """Exact k-th largest of a 1-D tensor. Large inputs: a random sample brackets the answer, then an
-    exact selection runs on the few entries inside the bracket (a full kthvalue is ~30x slower)."""
+    exact selection runs on the few entries inside the bracket (measured 0.46 s vs 0.69 s for a full
+    kthvalue on 58.7M entries, 2 cores)."""
     n = values.numel()
     if n <= 8 * sample:
         return values.kthvalue(n - k + 1).values
