@@ -1,23 +1,34 @@
-"""Fail if merge_core imports web, queue or Hub code: the library must stay usable on its own."""
+"""Import rules that keep the architecture honest:
+- merge_core imports no web, queue, Hub or object-store code (the library stands on its own);
+- jobs (the contract shared by API and workers) imports no torch and no web framework;
+- app (the API) never imports the worker package, and the worker never imports the app."""
 
 import ast
 import pathlib
 import sys
 
-FORBIDDEN = {"fastapi", "celery", "redis", "huggingface_hub", "app", "worker", "starlette", "uvicorn", "boto3"}
+RULES = {
+    "merge_core": {"fastapi", "celery", "redis", "huggingface_hub", "app", "worker", "jobs", "starlette", "uvicorn", "boto3"},
+    "jobs": {"torch", "fastapi", "starlette", "app", "worker", "huggingface_hub", "boto3"},
+    "app": {"worker", "huggingface_hub", "boto3"},
+    "worker": {"app", "fastapi", "starlette"},
+}
+
+
+def imported(path: pathlib.Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
 
 
 def main() -> int:
     bad = []
-    for path in sorted(pathlib.Path("merge_core").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            bad += [f"{path}:{node.lineno}: imports {n}" for n in names if n.split(".")[0] in FORBIDDEN]
-    print("\n".join(bad) or "merge_core imports: clean")
+    for package, forbidden in RULES.items():
+        for path in sorted(pathlib.Path(package).rglob("*.py")):
+            bad += [f"{path}:{line}: imports {name}" for line, name in imported(path) if name.split(".")[0] in forbidden]
+    print("\n".join(bad) or "import rules: clean")
     return 1 if bad else 0
 
 

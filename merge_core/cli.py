@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from merge_core.errors import MergeError
@@ -74,12 +75,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    print("error [not_built]: the HTTP service (app/, worker/) is not built yet; use `loramerge merge`", file=sys.stderr)
-    return 2
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(add_commands: Callable | None = None) -> argparse.ArgumentParser:
+    """``add_commands(subparsers)`` lets the service add ``serve`` without merge_core importing it."""
     parser = argparse.ArgumentParser(prog="loramerge", description="Merge LoRA adapters (DO-Merging and baselines).")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="merge the adapters named in a JSON job spec")
@@ -94,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     methods = sub.add_parser("methods", help="list merge methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output with JSON schemas")
     methods.set_defaults(func=cmd_methods)
-    serve = sub.add_parser("serve", help="start the HTTP service (not built yet)")
-    serve.set_defaults(func=cmd_serve)
+    if add_commands is not None:
+        add_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, add_commands: Callable | None = None) -> int:
+    args = build_parser(add_commands).parse_args(argv)
     try:
         return args.func(args)
     except MergeError as exc:

@@ -42,7 +42,10 @@ class OutputSpec(BaseModel):
     )
     dtype: OutputDtype = "float32"
     base_model: str | None = Field(default=None, description="Base model folder; required for merged_model.")
-    destination: str | None = Field(default=None, description="Where the service publishes the result.")
+    destination: str | None = Field(
+        default=None, description="Where the service publishes the result: null/'local', 's3://bucket/prefix', 'hf://org/name'."
+    )
+    private: bool = Field(default=True, description="Hub destinations: create the repo private (the default).")
 
     @model_validator(mode="after")
     def _base_model_for_merged(self) -> OutputSpec:

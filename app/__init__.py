@@ -1,0 +1,1 @@
+"""The HTTP front: validates jobs, stores their records, queues them; reads status from the JobStore only."""

@@ -1,0 +1,38 @@
+"""The ``loramerge`` command: merge_core's commands (merge, methods) plus ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from merge_core import cli as core_cli
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser("serve", help="start the service: API, one worker, embedded Redis (no Docker)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs LORAMERGE_API_KEYS)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (each consumes the gpu and cpu queues)")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.embedded import serve
+    from jobs.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"error [invalid_settings]: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return core_cli.main(argv, add_commands=_add_serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Prometheus metrics read from Redis at scrape time, so they are right across API replicas and
+worker processes: jobs by state, finished totals, run-time histogram, queue depth, live workers."""
+
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from jobs.heartbeat import live_workers
+from jobs.records import JobStatus
+from jobs.settings import Settings
+from jobs.store import JobStore
+
+
+class JobStoreCollector:
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+
+    def collect(self):
+        active = GaugeMetricFamily("loramerge_jobs", "Jobs currently queued or running", labels=["status"])
+        for status in (JobStatus.queued, JobStatus.running):
+            active.add_metric([status.value], self.store.count(status))
+        yield active
+
+        finished = CounterMetricFamily("loramerge_jobs_finished", "Jobs that reached a terminal state", labels=["status"])
+        totals = self.store.finished_totals()
+        for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            finished.add_metric([status.value], totals.get(status.value, 0))
+        yield finished
+
+        duration = HistogramMetricFamily("loramerge_job_duration_seconds", "Run time of finished jobs", labels=["status"])
+        for status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            buckets, total = self.store.durations(status)
+            duration.add_metric([status.value], buckets, total)
+        yield duration
+
+        depth = GaugeMetricFamily("loramerge_queue_depth", "Messages waiting in each Celery queue", labels=["queue"])
+        for queue in (self.settings.gpu_queue, self.settings.cpu_queue):
+            depth.add_metric([queue], self.store.redis.llen(queue))
+        yield depth
+
+        yield GaugeMetricFamily("loramerge_workers", "Workers with a live heartbeat", value=len(live_workers(self.store.redis)))
+
+
+def metrics_registry(store: JobStore, settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobStoreCollector(store, settings))
+    return registry

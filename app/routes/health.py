@@ -1,0 +1,37 @@
+"""Liveness, readiness and Prometheus metrics (unauthenticated: meant for the orchestrator and scraper)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.deps import ServicesDep
+from app.errors import error_body
+from jobs.heartbeat import live_workers
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The API process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(services: ServicesDep):
+    """Ready when Redis answers and at least one worker has sent a heartbeat."""
+    try:
+        services.store.redis.ping()
+        workers = live_workers(services.store.redis)
+    except Exception:
+        return JSONResponse(error_body("store_unavailable", "Redis is unreachable"), status_code=503)
+    if not workers:
+        return JSONResponse(error_body("no_workers", "no worker has sent a heartbeat recently"), status_code=503)
+    return {"status": "ready", "workers": sorted(workers)}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(services: ServicesDep) -> Response:
+    return Response(generate_latest(services.metrics_registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,140 @@
+"""/v1/merges: submit, read, list, cancel, download. Thin: checks live in app.submission, state in the JobStore."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+
+from app.deps import ServicesDep, TenantDep
+from app.errors import ApiError, not_found
+from app.schemas import ERROR_RESPONSES, JobPublic, JobsPublic
+from app.submission import fingerprint, needs_hub, validate_submission
+from app.tar_stream import tar_folder
+from jobs.queue import RUN_MERGE_TASK
+from jobs.records import JobError, JobProgress, JobRecord, JobStatus
+from jobs.store import IdempotencyConflictError, QueueFullError
+from merge_core.spec import MergeSpec
+
+router = APIRouter(prefix="/v1/merges", tags=["merges"], responses=ERROR_RESPONSES)
+log = logging.getLogger("loramerge.api")
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+HubToken = Annotated[
+    str | None,
+    Header(alias="X-Hub-Token", max_length=512, description="Per-job Hugging Face token; stored encrypted, never echoed."),
+]
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_merge(
+    spec: MergeSpec,
+    response: Response,
+    services: ServicesDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+    hub_token: HubToken = None,
+) -> JobPublic:
+    """Validate the job and queue it; answers at once with the job and a `Location` to poll."""
+    queue = validate_submission(spec, services.settings)
+    record = JobRecord(tenant=tenant, spec=spec.model_dump(mode="json"), queue=queue)
+    if hub_token and needs_hub(spec):
+        record.hub_token_enc = services.tokens.seal(hub_token)
+    try:
+        record, created = services.store.create(
+            record, max_queued=services.settings.max_queued_jobs, idempotency_key=idempotency_key, fingerprint=fingerprint(spec)
+        )
+    except QueueFullError:
+        retry = str(services.settings.retry_after_s)
+        raise ApiError(429, "queue_full", f"the queue is full; retry in {retry} s", headers={"Retry-After": retry}) from None
+    except IdempotencyConflictError:
+        raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body") from None
+    if created:
+        _enqueue(services, record)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/merges/{record.id}"
+    return JobPublic.of(record)
+
+
+def _enqueue(services, record: JobRecord) -> None:
+    try:
+        services.celery.send_task(RUN_MERGE_TASK, args=[record.id], queue=record.queue)
+    except Exception:
+        log.exception("enqueue failed for job %s", record.id)
+        services.store.transition(
+            record.id,
+            JobStatus.failed,
+            allowed_from={JobStatus.queued},
+            error=JobError(code="enqueue_failed", message="the job could not be queued; submit it again"),
+        )
+        raise ApiError(
+            503, "queue_unavailable", "the job queue is unreachable; the job was not queued", headers={"Retry-After": "5"}
+        ) from None
+    log.info("job %s queued on %s for tenant %s (%s)", record.id, record.queue, record.tenant, record.spec.get("method"))
+
+
+@router.get("", response_model=JobsPublic)
+def list_merges(
+    services: ServicesDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JobsPublic:
+    """This tenant's jobs, newest first."""
+    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor)
+    return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
+    record = services.store.get(job_id, tenant=tenant)
+    if record is None:
+        raise not_found(job_id)
+    return JobPublic.of(record)
+
+
+@router.delete("/{job_id}", status_code=202, response_model=JobPublic)
+def cancel_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
+    """Cancel: a queued job never runs; a running one stops at the next module boundary and leaves no result."""
+    if services.store.get(job_id, tenant=tenant) is None:
+        raise not_found(job_id)
+
+    def mutate(record: JobRecord) -> bool:
+        if record.status == JobStatus.queued:
+            record.status = JobStatus.cancelled
+            record.progress = JobProgress(stage="cancelled")
+            return True
+        if record.status == JobStatus.running and not record.cancel_requested:
+            record.cancel_requested = True
+            return True
+        return False
+
+    record = services.store.update(job_id, mutate)
+    if record is None:
+        raise not_found(job_id)
+    if record.status in (JobStatus.succeeded, JobStatus.failed):
+        raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", status=record.status.value)
+    return JobPublic.of(record)
+
+
+@router.get("/{job_id}/artifact", response_class=StreamingResponse, responses={200: {"content": {"application/x-tar": {}}}})
+def download_artifact(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
+    """The result folder as a tar stream (results in the local store only)."""
+    record = services.store.get(job_id, tenant=tenant)
+    if record is None:
+        raise not_found(job_id)
+    if record.status != JobStatus.succeeded or record.result is None:
+        raise ApiError(409, "job_not_succeeded", f"job {job_id} is {record.status.value}; artifacts exist for succeeded jobs")
+    folder = services.settings.results_dir / job_id
+    if not record.result.uri.startswith("file://") or not folder.is_dir():
+        raise ApiError(409, "artifact_not_local", f"the result is at {record.result.uri}; download it from there")
+    return StreamingResponse(
+        tar_folder(Path(folder), f"loramerge-{job_id}"),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="loramerge-{job_id}.tar"'},
+    )

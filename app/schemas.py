@@ -1,0 +1,81 @@
+"""Response shapes of the API (requests use merge_core's MergeSpec as is)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    method: str
+    queue: str
+    progress: JobProgress
+    error: JobError | None = None
+    result: JobResult | None = None
+    sources: list[PinnedSource] = Field(description="Each adapter with its pinned revision once fetched.")
+    spec: dict[str, Any]
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobPublic:
+        return cls(
+            id=record.id,
+            status=record.status,
+            method=record.spec.get("method", ""),
+            queue=record.queue,
+            progress=record.progress,
+            error=record.error,
+            result=record.result,
+            sources=record.sources,
+            spec=record.spec,
+            attempts=record.attempts,
+            cancel_requested=record.cancel_requested,
+            created_at=_ts(record.created_at),
+            updated_at=_ts(record.updated_at),
+            started_at=_ts(record.started_at),
+            finished_at=_ts(record.finished_at),
+        )
+
+
+class JobsPublic(BaseModel):
+    jobs: list[JobPublic]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null when there is none.")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        401: "Missing or invalid API key",
+        404: "No such job for this tenant",
+        409: "Conflict with the job's state or an earlier request",
+        413: "Request body too large",
+        422: "Invalid job spec (field-level message and a stable code)",
+        429: "Queue full; retry after `Retry-After` seconds",
+        503: "Job store or queue unreachable",
+    }.items()
+}

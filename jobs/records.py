@@ -1,0 +1,83 @@
+"""The job record: what Redis keeps for each job, and the states it moves through.
+
+The record is the only source of truth about a job (never Celery's AsyncResult). ``hub_token_enc``
+is a per-job token encrypted with the server's key; it is dropped when the job ends and never leaves
+the server.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class JobProgress(BaseModel):
+    stage: str = Field(description="queued, fetch, load, merge, write, publish, done")
+    done: int = 0
+    total: int = 0
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class ResultFile(BaseModel):
+    path: str
+    size: int
+
+
+class JobResult(BaseModel):
+    uri: str = Field(description="Where the result lives: file://, s3:// or a Hub URL.")
+    files: list[ResultFile]
+    summary: dict[str, float] = Field(description="Diagnostics summary (overlap, magnitude spread, compression error).")
+    artifact_url: str | None = Field(default=None, description="Tar download, for results in the local store.")
+
+
+class PinnedSource(BaseModel):
+    source: str
+    requested_revision: str | None = None
+    revision: str | None = Field(default=None, description="Commit sha (Hub), ETag (S3) or sha256 (local file).")
+    weight: float = 1.0
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class JobRecord(BaseModel):
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str
+    status: JobStatus = JobStatus.queued
+    spec: dict[str, Any]
+    queue: str
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: JobProgress = Field(default_factory=lambda: JobProgress(stage="queued"))
+    error: JobError | None = None
+    result: JobResult | None = None
+    sources: list[PinnedSource] = Field(default_factory=list)
+    attempts: int = 0
+    cancel_requested: bool = False
+    hub_token_enc: str | None = None

@@ -1,0 +1,112 @@
+"""Service settings from ``LORAMERGE_*`` environment variables (pydantic-settings).
+
+One object for the API and the workers so both read the same limits. Lists are comma-separated
+strings in the environment (``LORAMERGE_LOCAL_ROOTS=/data/adapters,/mnt/loras``).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LORAMERGE_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="External Redis (redis://, rediss://, unix://). Unset: `loramerge serve` starts its own."
+    )
+    data_dir: Path = Field(default=Path(".loramerge"), description="Embedded Redis data, local result store, staging, Hub cache.")
+    api_keys: SecretStr | None = Field(
+        default=None, description="`key:tenant,key2:tenant2`. Unset: loopback only, tenant `local`."
+    )
+    local_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders local sources and base models may come from. Empty: local sources refused."
+    )
+    max_adapters_per_job: int = Field(default=32, ge=1, le=1000)
+    max_adapter_bytes: int = Field(default=4 * GiB, ge=1, description="Largest adapter weights file accepted.")
+    max_request_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest HTTP request body.")
+    max_queued_jobs: int = Field(default=1000, ge=1, description="Queued jobs across tenants; past it POST answers 429.")
+    retry_after_s: int = Field(default=30, ge=1, description="Retry-After sent with 429.")
+    finished_job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
+    job_soft_time_limit_s: int = Field(default=3600, ge=10, description="The job fails with `time_limit_exceeded` past this.")
+    job_time_limit_s: int = Field(default=3900, ge=20, description="Hard limit: the worker process is killed.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Deliveries of one job (worker deaths, transient errors) before it fails."
+    )
+    retry_backoff_s: float = Field(default=5.0, ge=0, description="First retry delay for transient source errors; doubles.")
+    allow_pickle: bool = Field(default=False, description="Read pickle adapter_model.bin. Runs code: trusted sources only.")
+    hub_token: SecretStr | None = Field(default=None, description="Server-wide Hugging Face token (a per-job X-Hub-Token wins).")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key that encrypts per-job tokens at rest. Unset: generated in data_dir."
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO); credentials from AWS_*.")
+    device: str = Field(default="auto", description="Worker device: auto, cpu, cuda, cuda:1.")
+    gpu_queue: str = "gpu"
+    cpu_queue: str = "cpu"
+    worker_concurrency: int = Field(default=1, ge=1, description="Processes per worker (one per GPU).")
+
+    @field_validator("local_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("local_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        return [Path(root).expanduser().resolve() for root in roots]
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
+
+    def tenants_by_key(self) -> dict[str, str]:
+        """Parse ``api_keys``; raise ValueError naming the bad entry (never the key itself)."""
+        if self.api_keys is None or not self.api_keys.get_secret_value().strip():
+            return {}
+        keys: dict[str, str] = {}
+        for i, entry in enumerate(self.api_keys.get_secret_value().split(",")):
+            key, sep, tenant = entry.strip().partition(":")
+            if not sep or not key or not tenant:
+                raise ValueError(f"LORAMERGE_API_KEYS entry {i + 1} is not `key:tenant`")
+            keys[key] = tenant
+        return keys
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as LORAMERGE_* variables, for worker processes started from this one."""
+        env = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            env[f"LORAMERGE_{name.upper()}"] = str(value)
+        return env
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def hub_cache_dir(self) -> Path:
+        return self.data_dir / "hub-cache"
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    return Settings()

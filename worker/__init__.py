@@ -1,0 +1,1 @@
+"""Celery workers: fetch sources, run merge_core, publish the result, keep the job record current."""

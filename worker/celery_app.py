@@ -1,0 +1,34 @@
+"""The Celery app the workers run: ``celery -A worker.celery_app worker -Q gpu,cpu``.
+
+Reads LORAMERGE_* settings (LORAMERGE_REDIS_URL is required here); starts the heartbeat that
+/readyz counts once the worker is ready.
+"""
+
+from __future__ import annotations
+
+from celery.signals import worker_ready, worker_shutdown
+
+from jobs.heartbeat import start_heartbeat
+from jobs.queue import make_celery
+from jobs.settings import get_settings
+from jobs.store import connect
+
+settings = get_settings()
+if not settings.redis_url:
+    raise SystemExit("LORAMERGE_REDIS_URL must point at the Redis the API uses")
+app = make_celery(settings, settings.redis_url)
+app.conf.include = ["worker.tasks"]
+
+_heartbeat = {}
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_):
+    queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender is not None else []
+    _heartbeat["stop"] = start_heartbeat(connect(settings.redis_url), name=sender.hostname, queues=queues)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_):
+    if "stop" in _heartbeat:
+        _heartbeat["stop"].set()

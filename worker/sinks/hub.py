@@ -1,0 +1,40 @@
+"""``hf://org/name`` destinations: one commit with every file (atomic on the Hub), to a repo created
+private unless the spec says otherwise; a repo this job created is deleted again if the commit fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi
+
+from worker.errors import DestinationError, TransientError
+from worker.sinks import result_files
+from worker.sources.hub import hub_errors
+
+
+def publish_hub(folder: Path, *, repo_id: str, private: bool, token: str | None, commit_message: str) -> str:
+    api = HfApi(token=token or False)
+    created = False
+    try:
+        with hub_errors(repo_id):
+            if not api.repo_exists(repo_id):
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                created = True
+            operations = [
+                CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                for p in result_files(folder)
+            ]
+            commit = api.create_commit(repo_id, operations, commit_message=commit_message)
+    except Exception as exc:
+        if created:
+            try:
+                api.delete_repo(repo_id)
+            except Exception:
+                pass
+        if isinstance(exc, TransientError):
+            raise  # retried with the job
+        code = getattr(exc, "code", type(exc).__name__)
+        raise DestinationError(
+            f"publishing to hf://{repo_id} failed ({code}); nothing was left behind", destination=repo_id
+        ) from None
+    return f"hf://{repo_id}@{commit.oid}"

@@ -1,0 +1,73 @@
+"""Hugging Face Hub sources: pin ``revision`` to a commit sha, then download the adapter files of
+that exact commit into the shared cache. ``HF_ENDPOINT`` points the client at a mirror or stand-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from merge_core.errors import PickleRefusedError, SourceNotFoundError
+from merge_core.pipeline import ResolvedSource
+from worker.errors import SourceForbiddenError, TransientError
+from worker.sources import ADAPTER_FILES, PICKLE_FILE
+
+
+def resolve_hub(repo_id: str, revision: str | None, *, token: str | None, cache_dir: Path, allow_pickle: bool) -> ResolvedSource:
+    with hub_errors(repo_id):
+        info = HfApi(token=token or False).model_info(repo_id, revision=revision or "main")
+        files = {s.rfilename for s in info.siblings or []}
+        wanted = [ADAPTER_FILES[0]]
+        if ADAPTER_FILES[1] in files:
+            wanted.append(ADAPTER_FILES[1])
+        elif PICKLE_FILE in files and allow_pickle:
+            wanted.append(PICKLE_FILE)
+        elif PICKLE_FILE in files:
+            raise PickleRefusedError(
+                f"{repo_id}@{info.sha[:12]} has only a pickle {PICKLE_FILE}; the server does not load pickles", source=repo_id
+            )
+        else:
+            raise SourceNotFoundError(f"{repo_id}@{info.sha[:12]} has no {ADAPTER_FILES[1]}", source=repo_id)
+        paths = [hf_hub_download(repo_id, name, revision=info.sha, cache_dir=cache_dir, token=token or False) for name in wanted]
+    return ResolvedSource(path=Path(paths[0]).parent, revision=info.sha)
+
+
+class hub_errors:
+    """Translate huggingface_hub errors: 5xx, 429 and network failures are transient, the rest permanent."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            return False
+        repo = self.repo_id
+        if isinstance(exc, GatedRepoError):
+            raise SourceForbiddenError(f"{repo} is gated: the token may not read it", source=repo) from None
+        if isinstance(exc, RevisionNotFoundError):
+            raise SourceNotFoundError(f"{repo}: revision not found", source=repo) from None
+        if isinstance(exc, RepositoryNotFoundError):
+            raise SourceNotFoundError(f"{repo}: repository not found (or private without a token)", source=repo) from None
+        if isinstance(exc, EntryNotFoundError):
+            raise SourceNotFoundError(f"{repo}: adapter file missing", source=repo) from None
+        if isinstance(exc, HfHubHTTPError):
+            status = exc.response.status_code if exc.response is not None else None
+            if status is None or status >= 500 or status == 429:
+                raise TransientError(f"the Hub answered {status} for {repo}; will retry", source=repo, status=status) from None
+            if status in (401, 403):
+                raise SourceForbiddenError(f"{repo}: access denied ({status})", source=repo) from None
+            raise SourceNotFoundError(f"{repo}: the Hub answered {status}", source=repo) from None
+        if isinstance(exc, httpx2.TransportError | OSError | TimeoutError):
+            raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__}); will retry", source=repo) from None
+        return False
