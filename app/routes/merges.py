@@ -118,7 +118,7 @@ def cancel_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPu
     if record is None:
         raise not_found(job_id)
     if record.status in (JobStatus.succeeded, JobStatus.failed):
-        raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", status=record.status.value)
+        raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", job_status=record.status.value)
     return JobPublic.of(record)
 
 

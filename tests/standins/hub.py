@@ -128,7 +128,8 @@ class HubStandIn:
                 return _error(
                     409, "RepoExists", "You already created this model repo", extra={"url": f"{request.base_url}{repo_id}"}
                 )
-            hub.repos[repo_id] = Repo(private=bool(body.get("private")))
+            private = body.get("visibility", "private" if body.get("private") else "public") != "public"
+            hub.repos[repo_id] = Repo(private=private)
             hub.repos[repo_id].commit({".gitattributes": b"*.safetensors filter=lfs\n"}, "initial commit")
             return {"url": f"{str(request.base_url).rstrip('/')}/{repo_id}", "name": repo_id}
 
