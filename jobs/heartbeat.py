@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 import redis
 
@@ -27,17 +28,23 @@ def live_workers(client: redis.Redis) -> dict[str, dict]:
     return workers
 
 
-def start_heartbeat(client: redis.Redis, *, name: str, queues: list[str]) -> threading.Event:
-    """Beat from a daemon thread until the returned event is set."""
+def start_heartbeat(
+    client: redis.Redis, *, name: str, queues: list[str], every_minute: Callable[[], object] | None = None
+) -> threading.Event:
+    """Beat from a daemon thread until the returned event is set; run ``every_minute`` (housekeeping) too."""
     stop = threading.Event()
     payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "queues": queues})
 
     def beat() -> None:
+        beats = 0
         while not stop.is_set():
             try:
                 client.set(f"{KEY_PREFIX}{name}", payload, ex=TTL_S)
+                if every_minute is not None and beats % (60 // INTERVAL_S) == 0:
+                    every_minute()
             except redis.RedisError:
                 pass  # Redis restarting: the next beat retries
+            beats += 1
             stop.wait(INTERVAL_S)
         try:
             client.delete(f"{KEY_PREFIX}{name}")

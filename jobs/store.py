@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from jobs.records import TERMINAL, JobRecord, JobStatus, now
+from jobs.records import TERMINAL, JobError, JobRecord, JobStatus, now
 
 PREFIX = "lm:"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
@@ -197,6 +197,25 @@ class JobStore:
 
         record = self.update(job_id, mutate)
         return record, moved
+
+    def fail_stale(self, older_than_s: float) -> list[str]:
+        """Fail running jobs not updated for ``older_than_s`` (longer than the hard time limit: their
+        worker is gone and no redelivery came). The last guard against a record stuck in ``running``."""
+        cutoff = now() - older_than_s
+        failed = []
+
+        def mutate(record: JobRecord) -> bool:
+            if record.status != JobStatus.running or record.updated_at >= cutoff:
+                return False
+            record.status = JobStatus.failed
+            record.error = JobError(code="worker_lost", message=f"no progress for over {older_than_s:.0f} s; the worker was lost")
+            return True
+
+        for job_id in self.ids_in(JobStatus.running):
+            record = self.update(job_id, mutate)
+            if record is not None and record.status == JobStatus.failed and record.error and record.error.code == "worker_lost":
+                failed.append(job_id)
+        return failed
 
     # -- metrics ------------------------------------------------------------------------------
     def observe_duration(self, status: JobStatus, seconds: float) -> None:

@@ -11,7 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from jobs.heartbeat import start_heartbeat
 from jobs.queue import make_celery
 from jobs.settings import get_settings
-from jobs.store import connect
+from jobs.store import JobStore, connect
 
 settings = get_settings()
 if not settings.redis_url:
@@ -25,7 +25,11 @@ _heartbeat = {}
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_):
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender is not None else []
-    _heartbeat["stop"] = start_heartbeat(connect(settings.redis_url), name=sender.hostname, queues=queues)
+    client = connect(settings.redis_url)
+    store = JobStore(client, finished_ttl_s=settings.finished_job_ttl_s)
+    _heartbeat["stop"] = start_heartbeat(
+        client, name=sender.hostname, queues=queues, every_minute=lambda: store.fail_stale(settings.job_time_limit_s + 120)
+    )
 
 
 @worker_shutdown.connect

@@ -102,3 +102,11 @@ def test_methods_health_ready_and_metrics(stack, alice):
     text = alice.get("/metrics").text
     assert 'loramerge_jobs_finished_total{status="succeeded"}' in text
     assert "loramerge_queue_depth" in text and "loramerge_workers 1.0" in text
+
+
+def test_openapi_documents_the_api(alice):
+    schema = alice.get("/openapi.json").json()
+    assert {"/v1/merges", "/v1/merges/{job_id}", "/v1/merges/{job_id}/artifact", "/v1/methods"} <= set(schema["paths"])
+    post = schema["paths"]["/v1/merges"]["post"]
+    assert {"202", "422", "429"} <= set(post["responses"])
+    assert alice.get("/docs").status_code == 200
