@@ -10,6 +10,12 @@ class TransientError(MergeError):
     code = "source_unavailable"
 
 
+class DestinationUnavailableError(TransientError):
+    """The destination answered 5xx or timed out; the job is retried like a transient source error."""
+
+    code = "destination_unavailable"
+
+
 class SourceForbiddenError(MergeError, ValueError):
     """The source exists but this token may not read it (private or gated)."""
 

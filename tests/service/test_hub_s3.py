@@ -7,7 +7,6 @@ import uuid
 
 import boto3
 import pytest
-import redis
 
 from jobs.store import connect
 from tests.factories import write_adapter_folder
@@ -131,5 +130,10 @@ def test_s3_errors(stack, alice, bucket):
     assert (done["status"], done["error"]["code"]) == ("failed", "source_not_found")
 
 
-def test_redis_is_reachable_for_the_test_itself(stack):
-    assert isinstance(connect(stack.settings.redis_url), redis.Redis)
+def test_failed_hub_commit_leaves_no_repo_behind(stack, alice, hub_repos):
+    stack.hub.fail("POST", "/api/models/acme/halfmade/commit", 500, times=stack.settings.max_attempts)
+    spec = {"method": "task_arithmetic", "adapters": [{"source": "acme/lora-a"}], "output": {"destination": "hf://acme/halfmade"}}
+    done = wait_terminal(alice, alice.post("/v1/merges", json=spec, headers={"X-Hub-Token": HUB_TOKEN}).json()["id"])
+    assert (done["status"], done["error"]["code"]) == ("failed", "destination_unavailable"), done
+    assert done["attempts"] == stack.settings.max_attempts
+    assert "acme/halfmade" not in stack.hub.repos

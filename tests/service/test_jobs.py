@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
+import time
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -110,3 +114,26 @@ def test_openapi_documents_the_api(alice):
     post = schema["paths"]["/v1/merges"]["post"]
     assert {"202", "422", "429"} <= set(post["responses"])
     assert alice.get("/docs").status_code == 200
+
+
+def test_a_message_delivered_twice_runs_the_job_once(stack, alice):
+    from jobs.queue import RUN_MERGE_TASK, make_celery
+
+    source = _adapters(stack, "twice", n=1)[0]
+    job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": source}]}).json()
+    first = wait_terminal(alice, job["id"])
+    make_celery(stack.settings, stack.settings.redis_url).send_task(RUN_MERGE_TASK, args=[job["id"]], queue=first["queue"])
+    time.sleep(1.5)
+    again = alice.get(f"/v1/merges/{job['id']}").json()
+    assert again["status"] == "succeeded" and again["attempts"] == 1 and again["finished_at"] == first["finished_at"]
+    assert stack.settings.redis_url and not (stack.settings.staging_dir / job["id"]).exists()
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAMERGE_")}
+    env["LORAMERGE_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "error [api_keys_required]" in done.stderr and "Traceback" not in done.stderr

@@ -122,6 +122,8 @@ class HubStandIn:
 
         @app.post("/api/repos/create")
         async def create(request: Request):
+            if request.headers.get("authorization", "").removeprefix("Bearer ") not in hub.tokens:
+                return _error(401, "Unauthorized", "Invalid credentials in Authorization header")
             body = await request.json()
             repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
             if repo_id in hub.repos:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from worker.errors import DestinationError, TransientError
+from worker.errors import DestinationError, DestinationUnavailableError, TransientError
 from worker.sinks import result_files
 from worker.sources.hub import hub_errors
 
@@ -32,7 +32,9 @@ def publish_hub(folder: Path, *, repo_id: str, private: bool, token: str | None,
             except Exception:
                 pass
         if isinstance(exc, TransientError):
-            raise  # retried with the job
+            raise DestinationUnavailableError(
+                f"the Hub is unavailable for hf://{repo_id}; will retry", destination=repo_id
+            ) from None
         code = getattr(exc, "code", type(exc).__name__)
         raise DestinationError(
             f"publishing to hf://{repo_id} failed ({code}); nothing was left behind", destination=repo_id
