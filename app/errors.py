@@ -61,25 +61,22 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(redis.RedisError)
-    async def _store_down(request: Request, exc: redis.RedisError):
-        log.warning("job store unavailable: %s", type(exc).__name__)
-        return JSONResponse(
-            error_body("store_unavailable", "the job store (Redis) is unreachable; retry shortly"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(OperationalError)
-    async def _broker_down(request: Request, exc: OperationalError):
-        log.warning("broker unavailable: %s", type(exc).__name__)
-        return JSONResponse(
-            error_body("queue_unavailable", "the job queue is unreachable; retry shortly"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    # Redis or the broker down: 503 with Retry-After, so clients back off instead of seeing a 500.
+    for kind, code, what in (
+        (redis.RedisError, "store_unavailable", "the job store (Redis)"),
+        (OperationalError, "queue_unavailable", "the job queue"),
+    ):
+        app.add_exception_handler(kind, _unavailable(code, f"{what} is unreachable; retry shortly"))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal error; the server log has the details"), status_code=500)
+
+
+def _unavailable(code: str, message: str):
+    async def handler(request: Request, exc: Exception):
+        log.warning("%s: %s", code, type(exc).__name__)
+        return JSONResponse(error_body(code, message), status_code=503, headers={"Retry-After": "5"})
+
+    return handler
