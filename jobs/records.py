@@ -79,5 +79,6 @@ class JobRecord(BaseModel):
     result: JobResult | None = None
     sources: list[PinnedSource] = Field(default_factory=list)
     attempts: int = 0
+    worker: str | None = Field(default=None, description="host:pid of the process running the current attempt.")
     cancel_requested: bool = False
     hub_token_enc: str | None = None

@@ -15,12 +15,15 @@ WATCH/MULTI transactions, so two workers or a worker and a cancel never both win
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import redis
 
 from jobs.records import TERMINAL, JobError, JobRecord, JobStatus, now
 
+T = TypeVar("T")
 PREFIX = "lm:"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
 
@@ -51,10 +54,27 @@ def connect(url: str) -> redis.Redis:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, *, finished_ttl_s: int) -> None:
+    """``outage_grace_s`` > 0 (workers): reads and transitions wait that long for Redis to come back
+    (a restart) instead of failing, so a finished merge still gets recorded. The API keeps 0 and
+    answers 503 at once."""
+
+    def __init__(self, client: redis.Redis, *, finished_ttl_s: int, outage_grace_s: float = 0.0) -> None:
         self.redis = client
         self.finished_ttl_s = finished_ttl_s
+        self.outage_grace_s = outage_grace_s
         self._create = client.register_script(_CREATE)
+
+    def _patiently(self, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.outage_grace_s
+        delay = 0.1
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # -- keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -95,7 +115,7 @@ class JobStore:
         return record, True
 
     def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord | None:
-        raw = self.redis.get(self.job_key(job_id))
+        raw = self._patiently(lambda: self.redis.get(self.job_key(job_id)))
         if raw is None:
             return None
         record = JobRecord.model_validate_json(raw)
@@ -138,8 +158,14 @@ class JobStore:
         return {k: int(v) for k, v in self.redis.hgetall(f"{PREFIX}finished").items()}
 
     # -- transitions --------------------------------------------------------------------------
-    def update(self, job_id: str, mutate: Callable[[JobRecord], bool]) -> JobRecord | None:
-        """Apply ``mutate`` atomically. It returns False to leave the record unchanged; returns the stored record."""
+    def update(self, job_id: str, mutate: Callable[[JobRecord], bool], *, patient: bool = True) -> JobRecord | None:
+        """Apply ``mutate`` atomically. It returns False to leave the record unchanged; returns the stored record.
+        ``patient=False`` skips the outage wait (progress lines that the next one replaces)."""
+        if not patient:
+            return self._update_once(job_id, mutate)
+        return self._patiently(lambda: self._update_once(job_id, mutate))
+
+    def _update_once(self, job_id: str, mutate: Callable[[JobRecord], bool]) -> JobRecord | None:
         key = self.job_key(job_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -219,6 +245,9 @@ class JobStore:
 
     # -- metrics ------------------------------------------------------------------------------
     def observe_duration(self, status: JobStatus, seconds: float) -> None:
+        self._patiently(lambda: self._observe_once(status, seconds))
+
+    def _observe_once(self, status: JobStatus, seconds: float) -> None:
         key = f"{PREFIX}duration:{status.value}"
         with self.redis.pipeline(transaction=True) as pipe:
             for bound in DURATION_BUCKETS:

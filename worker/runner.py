@@ -7,10 +7,15 @@ already published or finished is not redone.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
+
+import redis
 
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, ResultFile, now
 from jobs.secrets import TokenBox
@@ -46,6 +51,7 @@ class JobRunner:
                 return False
             record.status = JobStatus.running
             record.attempts += 1
+            record.worker = f"{socket.gethostname()}:{os.getpid()}"
             record.started_at = record.started_at or now()
             record.progress = JobProgress(stage="fetch", done=0, total=len(record.spec.get("adapters", [])))
             return True
@@ -81,6 +87,9 @@ class JobRunner:
             raise  # the task decides: retry with backoff, or fail once attempts are spent
         except MergeError as exc:
             status = self.fail(job_id, exc.code, exc.message)
+        except OSError as exc:  # our own disk: staging, result store, Hub cache
+            code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
+            status = self.fail(job_id, code, f"the worker could not write its files: {exc.strerror or exc}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             _remove_if_empty(staging.parent)
@@ -183,13 +192,18 @@ class JobRunner:
         return report
 
     def _set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
+        """Best effort: a Redis outage must not abort a merge over a progress line."""
+
         def mutate(record: JobRecord) -> bool:
             if record.status != JobStatus.running:
                 return False
             record.progress = JobProgress(stage=stage, done=done, total=total)
             return True
 
-        self.store.update(job_id, mutate)
+        try:
+            self.store.update(job_id, mutate, patient=False)
+        except redis.RedisError:
+            log.warning("job %s: progress not recorded (Redis unavailable)", job_id)
 
     def _cancel_check(self, job_id: str):
         last, answer = [0.0], [False]
@@ -198,7 +212,11 @@ class JobRunner:
             moment = time.monotonic()
             if not answer[0] and moment - last[0] >= PROGRESS_EVERY_S / 2:
                 last[0] = moment
-                record = self.store.get(job_id)
+                try:
+                    record = self.store.redis.get(self.store.job_key(job_id))
+                except redis.RedisError:
+                    return False  # unknown during an outage: keep merging, ask again later
+                record = JobRecord.model_validate_json(record) if record is not None else None
                 answer[0] = record is None or record.cancel_requested or record.status != JobStatus.running
             return answer[0]
 

@@ -19,11 +19,13 @@ from worker.errors import TransientError
 from worker.runner import JobRunner
 
 log = logging.getLogger("loramerge.worker")
+OUTAGE_GRACE_S = 120.0  # a Redis restart shorter than this does not lose a finished job's outcome
 
 
 @functools.lru_cache
 def runner() -> JobRunner:
-    return JobRunner(JobStore(connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s), settings)
+    store = JobStore(connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s, outage_grace_s=OUTAGE_GRACE_S)
+    return JobRunner(store, settings)
 
 
 @app.task(name=RUN_MERGE_TASK, bind=True, max_retries=None)
