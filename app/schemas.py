@@ -25,6 +25,7 @@ class JobPublic(BaseModel):
     sources: list[PinnedSource] = Field(description="Each adapter with its pinned revision once fetched.")
     spec: dict[str, Any]
     attempts: int
+    worker: str | None = Field(default=None, description="host:pid running the current attempt (for operators).")
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
@@ -44,6 +45,7 @@ class JobPublic(BaseModel):
             sources=record.sources,
             spec=record.spec,
             attempts=record.attempts,
+            worker=record.worker,
             cancel_requested=record.cancel_requested,
             created_at=_ts(record.created_at),
             updated_at=_ts(record.updated_at),

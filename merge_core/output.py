@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME
@@ -51,6 +53,19 @@ def write_adapter(merged: MergedAdapter, folder: Path, *, dtype: str = "float32"
     for name, (B, A) in merged.modules.items():
         tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A.to(torch_dtype).contiguous()
         tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.to(torch_dtype).contiguous()
-    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_tensors(tensors, folder / WEIGHTS_NAME)
     (folder / CONFIG_NAME).write_text(json.dumps(adapter_config(merged, task_type=task_type), indent=2) + "\n")
     return [WEIGHTS_NAME, CONFIG_NAME]
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file``, but a failed write (disk full, quota, file size limit) raises OSError with its
+    errno, as every other write does, so callers can tell storage faults from bugs."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None

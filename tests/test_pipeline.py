@@ -36,3 +36,22 @@ def test_progress_covers_load_and_merge(tmp_path):
     assert ("load", 2, 2) in seen and seen[-1][0] == "merge" and seen[-1][1] == seen[-1][2]
     assert outcome.sources[1]["revision"] == "v1"
     assert "v1" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_failed_safetensors_write_is_an_oserror_with_its_errno(tmp_path, monkeypatch):
+    """safetensors reports write failures as SafetensorError text; the real fault (RLIMIT_FSIZE) is
+    exercised by the reliability suite's disk_full scenario, this pins the translation."""
+    import errno
+
+    import torch
+    from safetensors import SafetensorError
+
+    from merge_core import output
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(output, "save_file", full_disk)
+    with pytest.raises(OSError) as raised:
+        output.save_tensors({"x": torch.zeros(4)}, tmp_path / "w.safetensors")
+    assert raised.value.errno == errno.ENOSPC
