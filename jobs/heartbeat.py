@@ -7,6 +7,7 @@ and a worker that hangs stops counting within ``TTL_S``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -14,8 +15,10 @@ from collections.abc import Callable
 
 import redis
 
+log = logging.getLogger("loramerge.worker")
+
 KEY_PREFIX = "lm:worker:"
-INTERVAL_S = 5
+INTERVAL_S = 2
 TTL_S = 20
 
 
@@ -29,22 +32,22 @@ def live_workers(client: redis.Redis) -> dict[str, dict]:
 
 
 def start_heartbeat(
-    client: redis.Redis, *, name: str, queues: list[str], every_minute: Callable[[], object] | None = None
+    client: redis.Redis, *, name: str, queues: list[str], housekeeping: Callable[[], object] | None = None
 ) -> threading.Event:
-    """Beat from a daemon thread until the returned event is set; run ``every_minute`` (housekeeping) too."""
+    """Beat from a daemon thread until the returned event is set; run ``housekeeping`` at each beat."""
     stop = threading.Event()
     payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "queues": queues})
 
     def beat() -> None:
-        beats = 0
         while not stop.is_set():
             try:
                 client.set(f"{KEY_PREFIX}{name}", payload, ex=TTL_S)
-                if every_minute is not None and beats % (60 // INTERVAL_S) == 0:
-                    every_minute()
+                if housekeeping is not None:
+                    housekeeping()
             except redis.RedisError:
                 pass  # Redis restarting: the next beat retries
-            beats += 1
+            except Exception:
+                log.exception("housekeeping failed")
             stop.wait(INTERVAL_S)
         try:
             client.delete(f"{KEY_PREFIX}{name}")

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     finished_job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
     job_soft_time_limit_s: int = Field(default=3600, ge=10, description="The job fails with `time_limit_exceeded` past this.")
     job_time_limit_s: int = Field(default=3900, ge=20, description="Hard limit: the worker process is killed.")
+    job_lease_s: int = Field(
+        default=60, ge=2, description="A running job whose worker is silent this long is requeued (worker lost)."
+    )
     max_attempts: int = Field(
         default=3, ge=1, description="Deliveries of one job (worker deaths, transient errors) before it fails."
     )

@@ -21,7 +21,8 @@ from typing import TypeVar
 
 import redis
 
-from jobs.records import TERMINAL, JobError, JobRecord, JobStatus, now
+from jobs.lease import holder_is_gone
+from jobs.records import TERMINAL, JobError, JobProgress, JobRecord, JobStatus, now
 
 T = TypeVar("T")
 PREFIX = "lm:"
@@ -224,24 +225,33 @@ class JobStore:
         record = self.update(job_id, mutate)
         return record, moved
 
-    def fail_stale(self, older_than_s: float) -> list[str]:
-        """Fail running jobs not updated for ``older_than_s`` (longer than the hard time limit: their
-        worker is gone and no redelivery came). The last guard against a record stuck in ``running``."""
-        cutoff = now() - older_than_s
-        failed = []
+    def recover_lost(self, *, lease_s: float, max_attempts: int, requeue: Callable[[JobRecord], None]) -> list[str]:
+        """Running jobs whose worker is gone (see jobs.lease) go back to the queue, or fail as
+        ``worker_lost`` once their attempts are spent. The guard against a record stuck in ``running``
+        when a whole worker dies (its message would only come back after the visibility timeout)."""
+        recovered = []
 
         def mutate(record: JobRecord) -> bool:
-            if record.status != JobStatus.running or record.updated_at >= cutoff:
+            if record.status != JobStatus.running or not holder_is_gone(record, lease_s):
                 return False
-            record.status = JobStatus.failed
-            record.error = JobError(code="worker_lost", message=f"no progress for over {older_than_s:.0f} s; the worker was lost")
+            if record.attempts >= max_attempts:
+                record.status = JobStatus.failed
+                record.error = JobError(code="worker_lost", message=f"the worker was lost {record.attempts} times; giving up")
+            else:
+                record.status = JobStatus.queued
+                record.progress = JobProgress(stage="requeued: worker lost")
+            record.worker = None
             return True
 
         for job_id in self.ids_in(JobStatus.running):
+            before = self.get(job_id)
             record = self.update(job_id, mutate)
-            if record is not None and record.status == JobStatus.failed and record.error and record.error.code == "worker_lost":
-                failed.append(job_id)
-        return failed
+            if record is None or before is None or before.status != JobStatus.running or record.status == JobStatus.running:
+                continue
+            recovered.append(job_id)
+            if record.status == JobStatus.queued:
+                requeue(record)
+        return recovered
 
     # -- metrics ------------------------------------------------------------------------------
     def observe_duration(self, status: JobStatus, seconds: float) -> None:

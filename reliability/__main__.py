@@ -15,13 +15,14 @@ from reliability.report import run_scenario, table
 from reliability.stack import ProcessStack
 
 # Main-stack settings: 2 workers (the load target), adapters up to 12 MiB (the size-limit case
-# writes a bigger one; the slow fault jobs stay under it).
-STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000}
+# writes a bigger one; the slow fault jobs stay under it), a short lease so lost workers are noticed fast.
+STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000, "job_lease_s": 6}
 
 
 # (name, run(stack, base, fast)) in the order they run; tests/reliability parametrizes over it.
 SCENARIOS = [
     ("fault: worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_kill(stack)),
+    ("fault: whole worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_node_kill(stack)),
     ("fault: Redis restart mid-run", lambda stack, base, fast: faults.redis_restart(stack)),
     ("fault: API restart mid-run", lambda stack, base, fast: faults.api_restart(stack)),
     ("fault: Hub 503 x2 then 200 / 404", lambda stack, base, fast: faults.transient_and_missing_source(stack)),

@@ -157,3 +157,27 @@ def disk_full(base) -> dict:
     assert not leftovers, leftovers
     shutil.rmtree(base / "disk-full", ignore_errors=True)
     return {"code": done["error"]["code"], "partial_result": False}
+
+
+def worker_node_kill(stack: ProcessStack) -> dict:
+    """kill -9 of a whole worker (Celery parent and the child merging): its message stays unacked
+    until the visibility timeout, so another worker must notice the lost holder and requeue the job."""
+    import psutil
+
+    spec = slow_spec(stack, "node")
+    with stack.client() as client:
+        job = client.post("/v1/merges", json=spec).json()
+        running = stack.wait_running(client, job["id"])
+        child = psutil.Process(int(running["worker"].rsplit(":", 1)[1]))
+        parent = child.parent()
+        index = next(i for i, proc in enumerate(stack.workers) if proc.pid == parent.pid)
+        parent.kill()
+        child.kill()
+        stack.workers[index].wait()
+        killed_at = time.monotonic()
+        done = stack.wait_terminal(client, job["id"])
+        recovered_s = time.monotonic() - killed_at
+        stack.workers[index] = stack.start_worker(index)  # back to full strength for the next scenarios
+    assert (done["status"], done["attempts"]) == ("succeeded", 2), done
+    assert not (stack.settings.staging_dir / job["id"]).exists()
+    return {"attempts": done["attempts"], "recovered_in_s": round(recovered_s, 1), "requeued_by": "another worker's lease check"}

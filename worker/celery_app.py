@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery.signals import worker_ready, worker_shutdown
 
 from jobs.heartbeat import start_heartbeat
-from jobs.queue import make_celery
+from jobs.queue import RUN_MERGE_TASK, make_celery
 from jobs.settings import get_settings
 from jobs.store import JobStore, connect
 
@@ -27,8 +27,17 @@ def _start_heartbeat(sender=None, **_):
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender is not None else []
     client = connect(settings.redis_url)
     store = JobStore(client, finished_ttl_s=settings.finished_job_ttl_s)
+
+    def requeue(record) -> None:
+        app.send_task(RUN_MERGE_TASK, args=[record.id], queue=record.queue)
+
     _heartbeat["stop"] = start_heartbeat(
-        client, name=sender.hostname, queues=queues, every_minute=lambda: store.fail_stale(settings.job_time_limit_s + 120)
+        client,
+        name=sender.hostname,
+        queues=queues,
+        housekeeping=lambda: store.recover_lost(
+            lease_s=settings.job_lease_s, max_attempts=settings.max_attempts, requeue=requeue
+        ),
     )
 
 

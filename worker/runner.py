@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import shutil
-import socket
+import threading
 import time
 from pathlib import Path
 
 import redis
 
+from jobs.lease import holder_is_gone, worker_id
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, ResultFile, now
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
@@ -44,24 +44,26 @@ class JobRunner:
         self.tokens = TokenBox.from_settings(settings)
 
     def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running (or take over a running job whose worker died). None: nothing to do."""
+        """queued -> running, or take over a running job whose worker is gone (jobs.lease).
+        None: nothing to do (finished, cancelled, or running under a live worker)."""
+        me = worker_id()
 
         def mutate(record: JobRecord) -> bool:
+            if record.status == JobStatus.running and not holder_is_gone(record, self.settings.job_lease_s):
+                return False
             if record.status not in (JobStatus.queued, JobStatus.running):
                 return False
             record.status = JobStatus.running
             record.attempts += 1
-            record.worker = f"{socket.gethostname()}:{os.getpid()}"
+            record.worker = me
             record.started_at = record.started_at or now()
             record.progress = JobProgress(stage="fetch", done=0, total=len(record.spec.get("adapters", [])))
             return True
 
-        before = self.store.get(job_id)
-        if before is None or before.status.terminal:
-            log.info("job %s: %s, nothing to run", job_id, "unknown or expired" if before is None else before.status.value)
-            return None
         record = self.store.update(job_id, mutate)
-        if record is None or record.status != JobStatus.running:
+        if record is None or record.status != JobStatus.running or record.worker != me:
+            state = "unknown or expired" if record is None else f"{record.status.value} ({record.worker or 'no worker'})"
+            log.info("job %s: %s, not run by this delivery", job_id, state)
             return None
         if record.attempts > self.settings.max_attempts:
             self.fail(
@@ -79,6 +81,7 @@ class JobRunner:
             if stale.name.isdigit() and int(stale.name) < record.attempts:
                 shutil.rmtree(stale, ignore_errors=True)
         started = time.monotonic()
+        lease = self._keep_lease(job_id, record.worker)
         try:
             status = self._execute(record, staging)
         except MergeCancelledError:
@@ -91,6 +94,7 @@ class JobRunner:
             code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
             status = self.fail(job_id, code, f"the worker could not write its files: {exc.strerror or exc}")
         finally:
+            lease.set()
             shutil.rmtree(staging, ignore_errors=True)
             _remove_if_empty(staging.parent)
         if status is not None:
@@ -178,6 +182,23 @@ class JobRunner:
         if record.hub_token_enc:
             return self.tokens.open(record.hub_token_enc)
         return self.settings.hub_token.get_secret_value() if self.settings.hub_token else None
+
+    def _keep_lease(self, job_id: str, me: str) -> threading.Event:
+        """Refresh ``updated_at`` while the job runs, also through long downloads with no progress."""
+        stop = threading.Event()
+
+        def touch(record: JobRecord) -> bool:
+            return record.status == JobStatus.running and record.worker == me
+
+        def keep() -> None:
+            while not stop.wait(self.settings.job_lease_s / 4):
+                try:
+                    self.store.update(job_id, touch, patient=False)
+                except redis.RedisError:
+                    pass
+
+        threading.Thread(target=keep, name=f"lease-{job_id[:8]}", daemon=True).start()
+        return stop
 
     # -- progress and cancel, throttled: the merge calls these once per module batch ----------
     def _progress(self, job_id: str):
