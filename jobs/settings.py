@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     local_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders local sources and base models may come from. Empty: local sources refused."
     )
-    max_adapters_per_job: int = Field(default=32, ge=1, le=1000)
+    max_adapters_per_job: int = Field(
+        default=32, ge=1, le=1000, description="More adapters in one job is a 422 `too_many_adapters`."
+    )
     max_adapter_bytes: int = Field(default=4 * GiB, ge=1, description="Largest adapter weights file accepted.")
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest HTTP request body.")
     max_queued_jobs: int = Field(default=1000, ge=1, description="Queued jobs across tenants; past it POST answers 429.")
