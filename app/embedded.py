@@ -55,15 +55,21 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
     try:
         yield settings.model_copy(update={"redis_url": redis_url})
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         if server is not None:
             server.close()
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
+    """SIGTERM all (Celery workers finish or requeue their job), then SIGKILL what is left."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:

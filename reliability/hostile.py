@@ -3,7 +3,6 @@ submission, or as a failed job with its code; nothing crashes, nothing stays run
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -12,16 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reliability.stack import ProcessStack
-from tests.factories import SHAPES, write_adapter_folder
-
-
-def _rewrite_header(path: Path, mutate: Callable[[dict], None]) -> None:
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    mutate(header)
-    new = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+from tests.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
 
 
 def _first(header: dict) -> str:
@@ -74,8 +64,8 @@ def build_corpus(stack: ProcessStack, outside: Path) -> list[tuple[str, list[str
     other_shapes = {name: (out + 8, inp) for name, (out, inp) in SHAPES.items()}
     return [
         ("truncated safetensors", [adapter("truncated", lambda f: _weights(f).write_bytes(_weights(f).read_bytes()[:-100]))], "corrupt_safetensors"),
-        ("header lies about offsets", [adapter("offsets", lambda f: _rewrite_header(_weights(f), lambda h: h[_first(h)].update(data_offsets=[10**12, 10**12 + 64])))], "corrupt_safetensors"),
-        ("header lies about dtype", [adapter("dtype", lambda f: _rewrite_header(_weights(f), lambda h: h[_first(h)].update(dtype="F64")))], "corrupt_safetensors"),
+        ("header lies about offsets", [adapter("offsets", lambda f: rewrite_safetensors_header(_weights(f), lambda h: h[_first(h)].update(data_offsets=[10**12, 10**12 + 64])))], "corrupt_safetensors"),
+        ("header lies about dtype", [adapter("dtype", lambda f: rewrite_safetensors_header(_weights(f), lambda h: h[_first(h)].update(dtype="F64")))], "corrupt_safetensors"),
         ("multi-GB claimed header", [adapter("huge", lambda f: _weights(f).write_bytes(struct.pack("<Q", 8 << 30) + _weights(f).read_bytes()[8:]))], "corrupt_safetensors"),
         ("NaN", [good, adapter("nan", nan)], "non_finite_values"),
         ("Inf", [good, adapter("inf", inf)], "non_finite_values"),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from app.embedded import stop_processes
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
 from tests.standins.hub import HubStandIn
@@ -100,14 +101,7 @@ class ProcessStack:
         raise RuntimeError(f"stack not ready; see logs in {self.base}")
 
     def close(self) -> None:
-        procs = [*self.workers, *([self.api] if self.api else [])]
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes([*self.workers, *([self.api] if self.api else [])])
         self.redis.close()
         self.hub.stop()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,3 +67,13 @@ def memory_adapter(
         modules={n: LoraModule(A=A, B=B, scale=scale) for n, (A, B) in random_factors(shapes, rank, seed, dtype).items()},
         base_model="tiny-llama",
     )
+
+
+def rewrite_safetensors_header(path: Path, mutate: Callable[[dict], None]) -> None:
+    """Edit a safetensors header in place (to make it lie), keeping the data bytes as they are."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    mutate(header)
+    new = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])

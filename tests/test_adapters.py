@@ -1,6 +1,5 @@
 """Loading real adapter folders: scale folding and every typed error, raised before tensors load."""
 
-import json
 import struct
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from merge_core import errors
 from merge_core.adapters import load_adapter, module_scale
 from merge_core.engine import check_compatible
-from tests.factories import SHAPES, write_adapter_folder
+from tests.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
 
 Q = "model.layers.0.self_attn.q_proj"
 
@@ -48,15 +47,6 @@ def test_pickle_is_refused_unless_opted_in(tmp_path):
     assert set(load_adapter(folder, allow_pickle=True).modules) == set(SHAPES)
 
 
-def _rewrite_header(path, mutate):
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    mutate(header)
-    new = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
-
-
 def _first_tensor(header):
     return next(k for k in header if k != "__metadata__")
 
@@ -89,11 +79,11 @@ def test_corrupt_safetensors_is_caught_from_the_header(tmp_path, damage, fragmen
             begin, end = h[_first_tensor(h)]["data_offsets"]
             h[_first_tensor(h)]["data_offsets"] = [10**12, 10**12 + end - begin]
 
-        _rewrite_header(path, shift)
+        rewrite_safetensors_header(path, shift)
     elif damage == "dtype":
-        _rewrite_header(path, lambda h: h[_first_tensor(h)].update(dtype="F64"))
+        rewrite_safetensors_header(path, lambda h: h[_first_tensor(h)].update(dtype="F64"))
     elif damage == "unknown_dtype":
-        _rewrite_header(path, lambda h: h[_first_tensor(h)].update(dtype="Q4"))
+        rewrite_safetensors_header(path, lambda h: h[_first_tensor(h)].update(dtype="Q4"))
     elif damage == "overlap":
 
         def overlap(h):
@@ -103,7 +93,7 @@ def test_corrupt_safetensors_is_caught_from_the_header(tmp_path, damage, fragmen
             second = next(n for n in names[1:] if h[n]["data_offsets"][1] - h[n]["data_offsets"][0] == size)
             h[second]["data_offsets"] = list(first)
 
-        _rewrite_header(path, overlap)
+        rewrite_safetensors_header(path, overlap)
     elif damage == "garbage":
         path.write_bytes(struct.pack("<Q", 4) + b"\xff\xfe{x" + b"\0" * 64)
     with pytest.raises(errors.CorruptSafetensorsError, match=fragment) as exc:
