@@ -1,0 +1,45 @@
+"""Score an encoder update on every task: apply ΔW to the base weights, embed each split once,
+and use each task's own head unchanged (the paper's protocol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from benchmarks.quality.model import DeltaApplier, embed, load_base
+from benchmarks.quality.tasks import TaskData
+from benchmarks.quality.train import load_head
+from merge_core.adapters import LoraAdapter
+from merge_core.engine import MergedAdapter
+
+
+def adapter_deltas(adapter: LoraAdapter) -> dict[str, torch.Tensor]:
+    return {name: (m.scale * (m.B.double() @ m.A.double())).float() for name, m in adapter.modules.items()}
+
+
+def merged_deltas(merged: MergedAdapter) -> dict[str, torch.Tensor]:
+    return {name: merged.delta(name).float() for name in merged.modules}
+
+
+class Evaluator:
+    def __init__(self, tasks: list[TaskData], folders: dict[str, Path]) -> None:
+        self.tasks = tasks
+        self.tokenizer, self.model = load_base()
+        self.applier = DeltaApplier(self.model)
+        self.heads = {t.name: load_head(folders[t.name]) for t in tasks}
+
+    @torch.no_grad()
+    def accuracy(self, deltas: dict[str, torch.Tensor], split: str) -> dict[str, float]:
+        self.applier.apply(deltas)
+        scores = {}
+        for task in self.tasks:
+            texts, labels = getattr(task, split)
+            predicted = self.heads[task.name](embed(self.model, self.tokenizer, texts)).argmax(-1)
+            scores[task.name] = float((predicted == torch.tensor(labels)).float().mean())
+        return scores
+
+
+def normalized(merged: dict[str, float], individual: dict[str, float]) -> dict[str, float]:
+    """Paper Eq. 39: merged accuracy over the task's own fine-tuned accuracy."""
+    return {name: merged[name] / individual[name] for name in merged}

