@@ -45,7 +45,8 @@ def write_report(results: dict, *, command: str) -> None:
         "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. `λ` (scaling) is "
         "chosen per configuration on the validation split (mean normalized accuracy over "
         "{0.3, 0.5, 0.7, 1.0}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
-        "the task's own adapter, paper Eq. 39).",
+        "the task's own adapter, paper Eq. 39). What we read from these results and the defaults chosen from the "
+        "validation numbers: [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark).",
     ]
     for regime, data in results["regimes"].items():
         title = (
