@@ -3,6 +3,7 @@ that exact commit into the shared cache. ``HF_ENDPOINT`` points the client at a 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -40,34 +41,25 @@ def resolve_hub(repo_id: str, revision: str | None, *, token: str | None, cache_
     return ResolvedSource(path=Path(paths[0]).parent, revision=info.sha)
 
 
-class hub_errors:
+@contextmanager
+def hub_errors(repo: str):
     """Translate huggingface_hub errors: 5xx, 429 and network failures are transient, the rest permanent."""
-
-    def __init__(self, repo_id: str) -> None:
-        self.repo_id = repo_id
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None:
-            return False
-        repo = self.repo_id
-        if isinstance(exc, GatedRepoError):
-            raise SourceForbiddenError(f"{repo} is gated: the token may not read it", source=repo) from None
-        if isinstance(exc, RevisionNotFoundError):
-            raise SourceNotFoundError(f"{repo}: revision not found", source=repo) from None
-        if isinstance(exc, RepositoryNotFoundError):
-            raise SourceNotFoundError(f"{repo}: repository not found (or private without a token)", source=repo) from None
-        if isinstance(exc, EntryNotFoundError):
-            raise SourceNotFoundError(f"{repo}: adapter file missing", source=repo) from None
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else None
-            if status is None or status >= 500 or status == 429:
-                raise TransientError(f"the Hub answered {status} for {repo}; will retry", source=repo, status=status) from None
-            if status in (401, 403):
-                raise SourceForbiddenError(f"{repo}: access denied ({status})", source=repo) from None
-            raise SourceNotFoundError(f"{repo}: the Hub answered {status}", source=repo) from None
-        if isinstance(exc, httpx2.TransportError | OSError | TimeoutError):
-            raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__}); will retry", source=repo) from None
-        return False
+    try:
+        yield
+    except GatedRepoError:
+        raise SourceForbiddenError(f"{repo} is gated: the token may not read it", source=repo) from None
+    except RevisionNotFoundError:
+        raise SourceNotFoundError(f"{repo}: revision not found", source=repo) from None
+    except RepositoryNotFoundError:
+        raise SourceNotFoundError(f"{repo}: repository not found (or private without a token)", source=repo) from None
+    except EntryNotFoundError:
+        raise SourceNotFoundError(f"{repo}: adapter file missing", source=repo) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status is None or status >= 500 or status == 429:
+            raise TransientError(f"the Hub answered {status} for {repo}; will retry", source=repo, status=status) from None
+        if status in (401, 403):
+            raise SourceForbiddenError(f"{repo}: access denied ({status})", source=repo) from None
+        raise SourceNotFoundError(f"{repo}: the Hub answered {status}", source=repo) from None
+    except (httpx2.TransportError, OSError, TimeoutError) as exc:
+        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__}); will retry", source=repo) from None
