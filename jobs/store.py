@@ -115,8 +115,9 @@ class JobStore:
             return existing, False
         return record, True
 
-    def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord | None:
-        raw = self._patiently(lambda: self.redis.get(self.job_key(job_id)))
+    def get(self, job_id: str, *, tenant: str | None = None, patient: bool = True) -> JobRecord | None:
+        read = lambda: self.redis.get(self.job_key(job_id))  # noqa: E731
+        raw = self._patiently(read) if patient else read()
         if raw is None:
             return None
         record = JobRecord.model_validate_json(raw)
@@ -230,9 +231,12 @@ class JobStore:
         ``worker_lost`` once their attempts are spent. The guard against a record stuck in ``running``
         when a whole worker dies (its message would only come back after the visibility timeout)."""
         recovered = []
+        changed = False  # set by the last (committed) call of mutate for the current job
 
         def mutate(record: JobRecord) -> bool:
-            if record.status != JobStatus.running or not holder_is_gone(record, lease_s):
+            nonlocal changed
+            changed = record.status == JobStatus.running and holder_is_gone(record, lease_s)
+            if not changed:
                 return False
             if record.attempts >= max_attempts:
                 record.status = JobStatus.failed
@@ -244,13 +248,12 @@ class JobStore:
             return True
 
         for job_id in self.ids_in(JobStatus.running):
-            before = self.get(job_id)
+            changed = False  # stays False when the record is gone and mutate never runs
             record = self.update(job_id, mutate)
-            if record is None or before is None or before.status != JobStatus.running or record.status == JobStatus.running:
-                continue
-            recovered.append(job_id)
-            if record.status == JobStatus.queued:
-                requeue(record)
+            if changed:
+                recovered.append(job_id)
+                if record.status == JobStatus.queued:
+                    requeue(record)
         return recovered
 
     # -- metrics ------------------------------------------------------------------------------

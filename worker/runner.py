@@ -234,10 +234,9 @@ class JobRunner:
             if not answer[0] and moment - last[0] >= PROGRESS_EVERY_S / 2:
                 last[0] = moment
                 try:
-                    record = self.store.redis.get(self.store.job_key(job_id))
+                    record = self.store.get(job_id, patient=False)
                 except redis.RedisError:
                     return False  # unknown during an outage: keep merging, ask again later
-                record = JobRecord.model_validate_json(record) if record is not None else None
                 answer[0] = record is None or record.cancel_requested or record.status != JobStatus.running
             return answer[0]
 
