@@ -29,6 +29,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def worker_command(settings: Settings, name: str) -> list[str]:
+    """The Celery worker `loramerge serve` starts (the reliability suite starts the very same one)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "-Q", f"{settings.gpu_queue},{settings.cpu_queue}", "--concurrency", str(settings.worker_concurrency),
+        "--loglevel", "INFO", "-n", name, "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
 @contextmanager
 def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, extra_env: dict[str, str] | None = None):
     """Yield settings pointing at a running Redis with ``workers`` worker processes listening."""
@@ -43,15 +52,13 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
     env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             "-Q", f"{settings.gpu_queue},{settings.cpu_queue}", "--concurrency", str(settings.worker_concurrency),
-             "--loglevel", "INFO", "-n", f"embedded-{i}@%h", "--without-gossip", "--without-mingle"],
+            worker_command(settings, f"embedded-{i}@%h"),
             env=env,
             stdout=worker_log,
             stderr=subprocess.STDOUT if worker_log is not None else None,
         )
         for i in range(workers)
-    ]  # fmt: skip
+    ]
     try:
         yield settings.model_copy(update={"redis_url": redis_url})
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from app.embedded import stop_processes
+from app.embedded import stop_processes, worker_command
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
 from tests.standins.hub import HubStandIn
@@ -73,8 +73,7 @@ class ProcessStack:
 
         log = (self.base / f"worker-{index}.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu", "--concurrency", "1",
-             "--loglevel", "INFO", "-n", f"rel-{index}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle"],
+            worker_command(self.settings, f"rel-{index}-{time.monotonic_ns()}@%h"),
             env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files,
         )  # fmt: skip
 
