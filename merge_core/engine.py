@@ -15,6 +15,7 @@ from merge_core.errors import (
     BaseModelMismatchError,
     InvalidAdapterConfigError,
     MergeCancelledError,
+    MergeDivergedError,
     RankRequiredError,
     ShapeMismatchError,
 )
@@ -105,6 +106,7 @@ def merge_adapters(
             raise MergeCancelledError(f"cancelled after {done} of {total} modules", done=done, total=total)
         batch = _build_batch(adapters, weights, names, members, device, dtype, seed)
         out = method.kernel(batch, params)
+        _check_finite(out, names, method.name)
         _collect(result, names, out, rank, seed)
         done += len(names)
         if progress is not None:
@@ -139,6 +141,22 @@ def _build_batch(adapters, weights, names, members, device, dtype, seed) -> Modu
         coef.append(torch.tensor([adapters[i].modules[n].scale * weights[i] for n in names], device=device, dtype=dtype))
     seeds = [(seed * 0x9E3779B1 + zlib.crc32(n.encode())) % 2**63 for n in names]
     return ModuleBatch(names=names, A=A, B=B, coef=coef, seeds=seeds)
+
+
+def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
+    """Inputs were checked finite on load, so NaN/Inf here means the method diverged: fail, never save it."""
+    for tensor in (out.dense, out.B, out.A):
+        if tensor is None:
+            continue
+        bad = ~torch.isfinite(tensor).flatten(1).all(-1)
+        if bad.any():
+            modules = [name for name, b in zip(names, bad.tolist()) if b]
+            raise MergeDivergedError(
+                f"{method} produced non-finite values in {len(modules)} module(s), first {modules[0]!r}; "
+                "its parameters make it numerically unstable",
+                method=method,
+                modules=modules[:10],
+            )
 
 
 def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int) -> None:

@@ -99,6 +99,12 @@ class NonFiniteError(MergeError, ValueError):
     code = "non_finite_values"
 
 
+class MergeDivergedError(MergeError, ValueError):
+    """The method produced NaN or Inf from finite adapters: its parameters make it unstable."""
+
+    code = "merge_diverged"
+
+
 class BaseModelError(MergeError, ValueError):
     """The base model folder for ``merged_model`` output is missing or unreadable."""
 

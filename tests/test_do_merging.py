@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from merge_core import errors
 from merge_core.engine import merge_adapters
 from merge_core.ops.orthogonalize import orthogonalize, orthogonalize_dense
 from merge_core.registry import get_method
@@ -129,3 +130,13 @@ def test_diagnostics_are_reported_per_module():
     assert 0 < diag["magnitude_spread"]
     summary = merged.summary()
     assert summary["modules"] == 3 and "max_perturbation_max" in summary
+
+
+def test_unstable_descent_fails_instead_of_saving_nan():
+    """lr·μ < 1 passes validation, but a step this large still diverges: the engine must refuse the NaNs."""
+    do = get_method("do_merging")
+    with pytest.raises(errors.MergeDivergedError) as exc:
+        merge_adapters(make_adapters(), do, do.parse_params({"ortho_lr": 10.0, "ortho_mu": 0.0}))
+    assert exc.value.code == "merge_diverged" and exc.value.details["modules"]
+    # The check is static only where it must be: without orthogonalization μ plays no part.
+    assert do.parse_params({"ortho_mu": 10.0, "orthogonalize": False}).ortho_mu == 10.0

@@ -45,6 +45,7 @@ def test_unknown_method_lists_the_known_ones():
         ("do_merging", {"magnitude_axis": "diagonal"}, "magnitude_axis"),
         ("do_merging", {"ortho_lr": 0}, "ortho_lr"),
         ("do_merging", {"orthogonalise": True}, "orthogonalise"),
+        ("do_merging", {"ortho_mu": 10.0}, "ortho_lr × ortho_mu must be below 1"),
         ("dare_linear", {"drop_rate": 1.0}, "drop_rate"),
         ("ties", {"density": 1.5}, "density"),
         ("breadcrumbs", {"beta": 0.95, "gamma": 0.1}, "beta + gamma"),

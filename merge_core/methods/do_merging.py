@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.lowrank import col_norms, frobenius_norm, row_norms
@@ -36,6 +36,17 @@ class DOMergingParams(MethodParams):
         le=1_000,
         description="Weight of the ‖δ‖² penalty (0.1: chosen on the quality benchmark, docs/METHOD.md §6).",
     )
+
+    @model_validator(mode="after")
+    def _stable_descent(self) -> DOMergingParams:
+        # The penalty's part of each step multiplies δ by (1 - 2·lr·μ): at lr·μ >= 1 that factor is <= -1,
+        # so the descent oscillates or diverges and the merge would come out NaN (seen at μ=10, lr=0.1).
+        if self.orthogonalize and self.ortho_steps and self.ortho_lr * self.ortho_mu >= 1:
+            raise ValueError(
+                f"ortho_lr × ortho_mu must be below 1 for the descent to converge (got {self.ortho_lr} × {self.ortho_mu}); "
+                "lower ortho_lr"
+            )
+        return self
 
 
 def magnitudes(B: torch.Tensor, A: torch.Tensor, axis: MagnitudeAxis) -> torch.Tensor:
