@@ -20,5 +20,10 @@ def test_quality_benchmark_smoke(tmp_path):
     for row in regime["configs"]:
         assert set(row["test"]) == {"bbc_topic", "rt_sentiment"}
         assert 0.2 <= row["test_norm_mean"] <= 3.0, (row["name"], row["test_norm_mean"])
+    apart = next(row for row in regime["configs"] if row["table"] == "apart")
+    assert apart["apart"] and set(apart["test"]) == {"bbc_topic", "rt_sentiment"}
+    mu = next(row for row in regime["configs"] if row["table"] == "mu")
+    alone = mu["orthogonalized_individual"]
+    assert set(alone["test"]) == {"bbc_topic", "rt_sentiment"} and all(0.0 <= v <= 1.0 for v in alone["test"].values())
     do_merging = next(row for row in regime["configs"] if row["name"] == "do_merging")
     assert do_merging["diagnostics"]["overlap_A_after_mean"] <= do_merging["diagnostics"]["overlap_A_before_mean"] + 1e-6

@@ -21,7 +21,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.quality.configs import ablation_configs, main_configs  # noqa: E402
+from benchmarks.quality.apart import merge_apart  # noqa: E402
+from benchmarks.quality.configs import ablation_configs, apart_configs, main_configs, smoke_extras  # noqa: E402
 from benchmarks.quality.evaluate import Evaluator, adapter_deltas, merged_deltas, normalized  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
 from benchmarks.quality.tasks import load_task, task_names  # noqa: E402
@@ -31,7 +32,7 @@ from merge_core.engine import merge_adapters  # noqa: E402
 from merge_core.registry import get_method  # noqa: E402
 
 DEFAULT_TASKS = ["bbc_topic", "rt_sentiment", "rt_subjectivity", "tweet_sentiment", "wordnet_supersense"]
-SCALINGS = (0.3, 0.5, 0.7, 1.0)
+SCALINGS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     tasks = [load_task(name, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval) for name in args.tasks]
     regimes = ["same", "distinct"] if args.seeds == "both" else [args.seeds]
-    results = {"tasks": args.tasks, "steps": args.steps, "n_train": args.n_train, "n_eval": args.n_eval, "regimes": {}}
+    results = {
+        "tasks": args.tasks,
+        "scalings": SCALINGS,
+        "steps": args.steps,
+        "n_train": args.n_train,
+        "n_eval": args.n_eval,
+        "regimes": {},
+    }
     for regime in regimes:
         results["regimes"][regime] = run_regime(tasks, regime, args, ablations=(regime == "same" and not args.smoke))
     results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
@@ -86,7 +94,11 @@ def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     for task, adapter in zip(tasks, adapters):
         for split in ("val", "test"):
             individual.setdefault(split, {})[task.name] = evaluator.accuracy(adapter_deltas(adapter), split)[task.name]
-    configs = main_configs(rank=RANK * len(tasks)) + (ablation_configs() if ablations else [])
+    configs = main_configs(rank=RANK * len(tasks))
+    if ablations:
+        configs += ablation_configs() + apart_configs()
+    elif args.smoke:
+        configs += smoke_extras()
     rows = []
     for config in tqdm(configs, desc=f"merge+evaluate ({regime} seeds)", file=sys.stderr):
         rows.append(evaluate_config(config, adapters, evaluator, individual))
@@ -98,15 +110,19 @@ def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: di
     best = None
     for scaling in SCALINGS:
         params = method.parse_params({**config.get("params", {}), "scaling": scaling})
-        merged = merge_adapters(adapters, method, params, rank=config.get("rank"), device="cpu")
-        val = evaluator.accuracy(merged_deltas(merged), "val")
+        if config.get("apart"):
+            deltas, diagnostics = merge_apart(adapters, method, params, scaling), {}
+        else:
+            merged = merge_adapters(adapters, method, params, rank=config.get("rank"), device="cpu")
+            deltas, diagnostics = merged_deltas(merged), merged.summary()
+        val = evaluator.accuracy(deltas, "val")
         score = sum(normalized(val, individual["val"]).values()) / len(val)
         if best is None or score > best[0]:
-            best = (score, scaling, merged)
-    score, scaling, merged = best
-    test = evaluator.accuracy(merged_deltas(merged), "test")
+            best = (score, scaling, deltas, diagnostics)
+    score, scaling, deltas, diagnostics = best
+    test = evaluator.accuracy(deltas, "test")
     test_norm = normalized(test, individual["test"])
-    return {
+    row = {
         **config,
         "scaling": scaling,
         "val_norm_mean": score,
@@ -114,8 +130,31 @@ def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: di
         "test_norm": test_norm,
         "test_mean": sum(test.values()) / len(test),
         "test_norm_mean": sum(test_norm.values()) / len(test_norm),
-        "diagnostics": merged.summary(),
+        "diagnostics": diagnostics,
     }
+    if config["table"] == "mu":
+        row["orthogonalized_individual"] = orthogonalized_individual(config, adapters, evaluator, individual)
+    return row
+
+
+def orthogonalized_individual(config: dict, adapters, evaluator: Evaluator, individual: dict) -> dict:
+    """Paper Fig. 3: each task scored with its *own* adapter after orthogonalization at this μ, alone.
+
+    DO-Merging without decoupling at λ = 1 returns ``[B̂_1 … B̂_n] @ [Â_1; …; Â_n]``: the column block
+    ``i`` of the merged factors is adapter ``i``'s orthogonalized update (balancing keeps blocks apart).
+    """
+    method = get_method("do_merging")
+    params = method.parse_params({**config["params"], "decouple": False, "scaling": 1.0})
+    merged = merge_adapters(adapters, method, params, device="cpu")
+    test, offset = {}, 0
+    for task, adapter in zip(evaluator.tasks, adapters):
+        rank = next(iter(adapter.modules.values())).rank
+        block = slice(offset, offset + rank)
+        deltas = {name: (B[:, block].double() @ A[block].double()).float() for name, (B, A) in merged.modules.items()}
+        test.update(evaluator.accuracy(deltas, "test", only=task.name))
+        offset += rank
+    test_norm = normalized(test, individual["test"])
+    return {"test": test, "test_norm": test_norm, "test_norm_mean": sum(test_norm.values()) / len(test_norm)}
 
 
 def check(results: dict) -> None:

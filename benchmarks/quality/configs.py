@@ -3,6 +3,9 @@ sum of the adapters' ranks so every method keeps about the same parameter budget
 
 from __future__ import annotations
 
+MU_SWEEP = (0.01, 0.1, 1.0, 5.0)  # with ortho_lr 0.1; lr·μ must stay below 1 (DOMergingParams)
+APART_METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "knots", "tsv", "drm")
+
 
 def main_configs(*, rank: int) -> list[dict]:
     return [
@@ -35,6 +38,25 @@ def ablation_configs() -> list[dict]:
         rows.append(
             {"name": f"DO magnitude_axis={axis}", "method": "do_merging", "params": {"magnitude_axis": axis}, "table": "axis"}
         )
-    for mu in (0.1, 1.0, 10.0):
+    for mu in MU_SWEEP:
         rows.append({"name": f"DO ortho_mu={mu}", "method": "do_merging", "params": {"ortho_mu": mu}, "table": "mu"})
     return rows
+
+
+def apart_configs() -> list[dict]:
+    """Paper Tables 10-12: the same methods with A and B merged apart (their product rows are in "main").
+
+    DO-Merging is left out: it is defined on factors *and* on the product, so it has no "apart" form;
+    ``peft_linear`` already is Task Arithmetic with A and B apart.
+    """
+    params = {row["method"]: row.get("params", {}) for row in main_configs(rank=0)}
+    return [
+        {"name": f"{m} (A, B apart)", "method": m, "params": params[m], "apart": True, "table": "apart"} for m in APART_METHODS
+    ]
+
+
+def smoke_extras() -> list[dict]:
+    """One row of each extra table, so CI runs the "apart" and orthogonalized-individual paths too."""
+    mu = next(row for row in ablation_configs() if row["table"] == "mu")
+    ties_apart = next(row for row in apart_configs() if row["method"] == "ties")
+    return [mu, ties_apart]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.quality.model import DeltaApplier, embed, load_base
+from benchmarks.quality.model import DeltaApplier, Tokenized, load_base
 from benchmarks.quality.tasks import TaskData
 from benchmarks.quality.train import load_head
 from merge_core.adapters import LoraAdapter
@@ -28,15 +28,23 @@ class Evaluator:
         self.tokenizer, self.model = load_base()
         self.applier = DeltaApplier(self.model)
         self.heads = {t.name: load_head(folders[t.name]) for t in tasks}
+        self.inputs = {
+            (t.name, split): (Tokenized(self.tokenizer, getattr(t, split)[0]), torch.tensor(getattr(t, split)[1]))
+            for t in tasks
+            for split in ("val", "test")
+        }
 
     @torch.no_grad()
-    def accuracy(self, deltas: dict[str, torch.Tensor], split: str) -> dict[str, float]:
+    def accuracy(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, float]:
+        """Accuracy of every task (or of task ``only``) with ``deltas`` added to the base weights."""
         self.applier.apply(deltas)
         scores = {}
         for task in self.tasks:
-            texts, labels = getattr(task, split)
-            predicted = self.heads[task.name](embed(self.model, self.tokenizer, texts)).argmax(-1)
-            scores[task.name] = float((predicted == torch.tensor(labels)).float().mean())
+            if only is not None and task.name != only:
+                continue
+            inputs, labels = self.inputs[task.name, split]
+            predicted = self.heads[task.name](inputs.embed(self.model)).argmax(-1)
+            scores[task.name] = float((predicted == labels).float().mean())
         return scores
 
 

@@ -25,16 +25,43 @@ def load_base():
     return tokenizer, model
 
 
-def mean_pool(model, tokenizer, texts: list[str]) -> torch.Tensor:
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+def _pool(model, batch) -> torch.Tensor:
     hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-@torch.no_grad()
-def embed(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    return torch.cat([mean_pool(model, tokenizer, texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+def mean_pool(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    return _pool(model, tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"))
+
+
+class Tokenized:
+    """A split tokenized once, in batches of similar length (little padding); embeddings come back in input order.
+
+    The evaluator embeds every split hundreds of times (each λ of each configuration), so tokenizing
+    once and sorting by length roughly halves the benchmark's evaluation time on CPU.
+    """
+
+    def __init__(self, tokenizer, texts: list[str], batch_size: int = 64) -> None:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+        self.order = sorted(range(len(texts)), key=lengths.__getitem__)
+        self.batches = [
+            tokenizer(
+                [texts[i] for i in self.order[start : start + batch_size]],
+                padding=True,
+                truncation=True,
+                max_length=MAX_LENGTH,
+                return_tensors="pt",
+            )
+            for start in range(0, len(texts), batch_size)
+        ]
+
+    @torch.no_grad()
+    def embed(self, model) -> torch.Tensor:
+        sorted_embeddings = torch.cat([_pool(model, batch) for batch in self.batches])
+        out = torch.empty_like(sorted_embeddings)
+        out[torch.tensor(self.order)] = sorted_embeddings
+        return out
 
 
 class DeltaApplier:

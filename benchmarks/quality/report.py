@@ -33,6 +33,45 @@ def _table(rows: list[dict], tasks: list[str]) -> list[str]:
     return lines
 
 
+def _mu_table(rows: list[dict]) -> list[str]:
+    """Fig. 3's two curves as numbers: what each adapter keeps once orthogonalized, and what the merge keeps."""
+    lines = [
+        "Each orthogonalized adapter used alone on its own task (test, λ = 1, no decoupling) against the merge "
+        "(chosen λ); overlaps are the mean over modules after orthogonalization. Chart: "
+        "[quality_ortho_mu.png](quality_ortho_mu.png).",
+        "",
+        "| ortho_mu | overlap A after | overlap B after | orthogonalized adapters alone, mean normalized | "
+        "merged, mean normalized |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: r["params"]["ortho_mu"]):
+        d = row["diagnostics"]
+        lines.append(
+            f"| {row['params']['ortho_mu']} | {d['overlap_A_after_mean']:.3f} | {d['overlap_B_after_mean']:.3f} | "
+            f"{_pct(row['orthogonalized_individual']['test_norm_mean'])} | {_pct(row['test_norm_mean'])} |"
+        )
+    return lines
+
+
+def _apart_table(apart: list[dict], main: list[dict]) -> list[str]:
+    on_product = {row["method"]: row for row in main}
+    lines = [
+        "Mean normalized test accuracy of each method with A and B merged apart against the same method on the "
+        "product (its row in *Every method*), each at its own chosen λ:",
+        "",
+        "| method | A, B apart | on the product ΔW = BA | product − apart |",
+        "|---|---|---|---|",
+    ]
+    for row in apart:
+        product = on_product[row["method"]]
+        lines.append(
+            f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {row['scaling']}) | "
+            f"{_pct(product['test_norm_mean'])} (λ {product['scaling']}) | "
+            f"{100 * (product['test_norm_mean'] - row['test_norm_mean']):+.1f} |"
+        )
+    return lines
+
+
 def write_report(results: dict, *, command: str) -> None:
     tasks = results["tasks"]
     out = [
@@ -44,7 +83,7 @@ def write_report(results: dict, *, command: str) -> None:
         "",
         "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. `λ` (scaling) is "
         "chosen per configuration on the validation split (mean normalized accuracy over "
-        "{0.3, 0.5, 0.7, 1.0}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
+        f"{{{', '.join(str(v) for v in results['scalings'])}}}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
         "the task's own adapter, paper Eq. 39). What we read from these results and the defaults chosen from the "
         "validation numbers: [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark).",
     ]
@@ -69,10 +108,15 @@ def write_report(results: dict, *, command: str) -> None:
             "switches": "DO-Merging ablation: the two switches (paper Table 7)",
             "axis": "DO-Merging: magnitude axis (paper Table 8)",
             "mu": "DO-Merging: `ortho_mu` sweep (paper Fig. 3, merged accuracy)",
+            "apart": 'A and B merged apart (paper Tables 10-12, "Separate")',
         }
         for key, heading in headings.items():
             if key in by_table:
                 out += ["", f"### {heading}", ""] + _table(by_table[key], tasks)
+        if "mu" in by_table:
+            out += ["", *_mu_table(by_table["mu"])]
+        if "apart" in by_table:
+            out += ["", *_apart_table(by_table["apart"], by_table["main"])]
         out += ["", "### Data-free diagnostics next to the accuracy they predict", ""]
         out += ["| configuration | mean normalized | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 2) + "|"]
         for row in sorted(data["configs"], key=lambda r: -r["test_norm_mean"]):
@@ -83,6 +127,9 @@ def write_report(results: dict, *, command: str) -> None:
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.md").write_text("\n".join(out))
     chart(results, DOCS / "quality_normalized.png")
+    mu_rows = [r for r in (results["regimes"].get("same") or {}).get("configs", []) if r["table"] == "mu"]
+    if mu_rows:
+        mu_chart(mu_rows, DOCS / "quality_ortho_mu.png")
 
 
 def chart(results: dict, path: Path) -> None:
@@ -111,6 +158,27 @@ def chart(results: dict, path: Path) -> None:
     ax.axhline(100, color="grey", linewidth=0.5)
     ax.legend(ncol=3, fontsize=8, loc="lower left")
     ax.set_title("Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def mu_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["params"]["ortho_mu"])
+    mus = [r["params"]["ortho_mu"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(mus, [100 * r["orthogonalized_individual"]["test_norm_mean"] for r in rows], "o-", label="each adapter alone")
+    ax.plot(mus, [100 * r["test_norm_mean"] for r in rows], "s-", label="merged (DO-Merging)")
+    ax.set_xscale("log")
+    ax.set_xlabel("ortho_mu (weight of the ‖δ‖² penalty; smaller = more orthogonal)")
+    ax.set_ylabel("mean normalized test accuracy (%)")
+    ax.legend()
+    ax.set_title("Orthogonalization strength vs what is kept (paper Fig. 3)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
