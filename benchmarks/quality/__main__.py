@@ -23,7 +23,7 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks.quality.apart import merge_apart  # noqa: E402
 from benchmarks.quality.configs import ablation_configs, apart_configs, main_configs, smoke_extras  # noqa: E402
-from benchmarks.quality.evaluate import Evaluator, adapter_deltas, merged_deltas, normalized  # noqa: E402
+from benchmarks.quality.evaluate import Evaluator, accuracies, adapter_deltas, merged_deltas, normalized  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
 from benchmarks.quality.tasks import load_task, task_names  # noqa: E402
 from benchmarks.quality.train import RANK, train_task  # noqa: E402
@@ -90,10 +90,11 @@ def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     adapters = [load_adapter(folders[t.name]) for t in tasks]
     evaluator = Evaluator(tasks, folders)
     base = {split: evaluator.accuracy({}, split) for split in ("val", "test")}
-    individual = {}
+    individual, individual_correct = {"val": {}, "test": {}}, {}
     for task, adapter in zip(tasks, adapters):
-        for split in ("val", "test"):
-            individual.setdefault(split, {})[task.name] = evaluator.accuracy(adapter_deltas(adapter), split)[task.name]
+        individual["val"].update(evaluator.accuracy(adapter_deltas(adapter), "val", only=task.name))
+        individual_correct.update(evaluator.correct(adapter_deltas(adapter), "test", only=task.name))
+    individual["test"] = accuracies(individual_correct)
     configs = main_configs(rank=RANK * len(tasks))
     if ablations:
         configs += ablation_configs() + apart_configs()
@@ -102,7 +103,7 @@ def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     rows = []
     for config in tqdm(configs, desc=f"merge+evaluate ({regime} seeds)", file=sys.stderr):
         rows.append(evaluate_config(config, adapters, evaluator, individual))
-    return {"base": base, "individual": individual, "configs": rows}
+    return {"base": base, "individual": individual, "individual_test_correct": individual_correct, "configs": rows}
 
 
 def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: dict) -> dict:
@@ -120,7 +121,8 @@ def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: di
         if best is None or score > best[0]:
             best = (score, scaling, deltas, diagnostics)
     score, scaling, deltas, diagnostics = best
-    test = evaluator.accuracy(deltas, "test")
+    test_correct = evaluator.correct(deltas, "test")
+    test = accuracies(test_correct)
     test_norm = normalized(test, individual["test"])
     row = {
         **config,
@@ -131,6 +133,7 @@ def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: di
         "test_mean": sum(test.values()) / len(test),
         "test_norm_mean": sum(test_norm.values()) / len(test_norm),
         "diagnostics": diagnostics,
+        "test_correct": test_correct,
     }
     if config["table"] == "mu":
         row["orthogonalized_individual"] = orthogonalized_individual(config, adapters, evaluator, individual)

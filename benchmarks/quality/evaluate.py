@@ -35,17 +35,25 @@ class Evaluator:
         }
 
     @torch.no_grad()
-    def accuracy(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, float]:
-        """Accuracy of every task (or of task ``only``) with ``deltas`` added to the base weights."""
+    def correct(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, list[int]]:
+        """Per example, 1 where the task's head is right with ``deltas`` added to the base weights."""
         self.applier.apply(deltas)
-        scores = {}
+        hits = {}
         for task in self.tasks:
             if only is not None and task.name != only:
                 continue
             inputs, labels = self.inputs[task.name, split]
             predicted = self.heads[task.name](inputs.embed(self.model)).argmax(-1)
-            scores[task.name] = float((predicted == labels).float().mean())
-        return scores
+            hits[task.name] = (predicted == labels).int().tolist()
+        return hits
+
+    def accuracy(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, float]:
+        """Accuracy of every task (or of task ``only``)."""
+        return accuracies(self.correct(deltas, split, only))
+
+
+def accuracies(hits: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(h) / len(h) for name, h in hits.items()}
 
 
 def normalized(merged: dict[str, float], individual: dict[str, float]) -> dict[str, float]:

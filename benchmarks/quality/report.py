@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.quality.stats import Bootstrap, interval
+
 DOCS = Path("docs")
 DIAGNOSTICS = (
     "overlap_A_before_mean",
@@ -18,17 +20,25 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _table(rows: list[dict], tasks: list[str]) -> list[str]:
+def _ci(low: float, high: float, *, signed: bool = False) -> str:
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
+
+
+def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict) -> list[str]:
     lines = [
-        "| configuration | λ | " + " | ".join(tasks) + " | mean acc | **mean normalized** |",
-        "|---" * (len(tasks) + 4) + "|",
+        "| configuration | λ | " + " | ".join(tasks) + " | mean acc | **mean normalized** | 95% CI | − task_arithmetic, 95% CI |",
+        "|---" * (len(tasks) + 6) + "|",
     ]
+    ref = boot.norm_mean(reference["test_correct"])
     for row in sorted(rows, key=lambda r: -r["test_norm_mean"]):
         cells = [f"{_pct(row['test'][t])} ({_pct(row['test_norm'][t])})" for t in tasks]
+        samples = boot.norm_mean(row["test_correct"])
+        diff = "–" if row is reference else _ci(*interval(samples - ref), signed=True)
         lines.append(
             f"| {row['name']} | {row['scaling']} | "
             + " | ".join(cells)
-            + f" | {_pct(row['test_mean'])} | **{_pct(row['test_norm_mean'])}** |"
+            + f" | {_pct(row['test_mean'])} | **{_pct(row['test_norm_mean'])}** | {_ci(*interval(samples))} | {diff} |"
         )
     return lines
 
@@ -53,26 +63,27 @@ def _mu_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _apart_table(apart: list[dict], main: list[dict]) -> list[str]:
+def _apart_table(apart: list[dict], main: list[dict], boot: Bootstrap) -> list[str]:
     on_product = {row["method"]: row for row in main}
     lines = [
         "Mean normalized test accuracy of each method with A and B merged apart against the same method on the "
         "product (its row in *Every method*), each at its own chosen λ:",
         "",
-        "| method | A, B apart | on the product ΔW = BA | product − apart |",
-        "|---|---|---|---|",
+        "| method | A, B apart | on the product ΔW = BA | product − apart | 95% CI |",
+        "|---|---|---|---|---|",
     ]
     for row in apart:
         product = on_product[row["method"]]
+        gap = boot.norm_mean(product["test_correct"]) - boot.norm_mean(row["test_correct"])
         lines.append(
             f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {row['scaling']}) | "
             f"{_pct(product['test_norm_mean'])} (λ {product['scaling']}) | "
-            f"{100 * (product['test_norm_mean'] - row['test_norm_mean']):+.1f} |"
+            f"{100 * (product['test_norm_mean'] - row['test_norm_mean']):+.1f} | {_ci(*interval(gap), signed=True)} |"
         )
     return lines
 
 
-def write_report(results: dict, *, command: str) -> None:
+def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
     tasks = results["tasks"]
     out = [
         "# Quality benchmark: what merged adapters still know",
@@ -84,7 +95,9 @@ def write_report(results: dict, *, command: str) -> None:
         "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. `λ` (scaling) is "
         "chosen per configuration on the validation split (mean normalized accuracy over "
         f"{{{', '.join(str(v) for v in results['scalings'])}}}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
-        "the task's own adapter, paper Eq. 39). What we read from these results and the defaults chosen from the "
+        "the task's own adapter, paper Eq. 39). *95% CI*: paired bootstrap over test examples (2,000 resamples, the "
+        "individual adapters resampled with them); the last column is the interval of the difference to Task Arithmetic, "
+        "so a gap whose interval holds 0 is within sampling noise. What we read from these results and the defaults chosen from the "
         "validation numbers: [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark).",
     ]
     for regime, data in results["regimes"].items():
@@ -103,6 +116,8 @@ def write_report(results: dict, *, command: str) -> None:
         by_table: dict[str, list[dict]] = {}
         for row in data["configs"]:
             by_table.setdefault(row["table"], []).append(row)
+        boot = Bootstrap(data["individual_test_correct"])
+        reference = next(r for r in by_table["main"] if r["method"] == "task_arithmetic")
         headings = {
             "main": "Every method",
             "switches": "DO-Merging ablation: the two switches (paper Table 7)",
@@ -112,11 +127,11 @@ def write_report(results: dict, *, command: str) -> None:
         }
         for key, heading in headings.items():
             if key in by_table:
-                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks)
+                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks, boot, reference)
         if "mu" in by_table:
             out += ["", *_mu_table(by_table["mu"])]
         if "apart" in by_table:
-            out += ["", *_apart_table(by_table["apart"], by_table["main"])]
+            out += ["", *_apart_table(by_table["apart"], by_table["main"], boot)]
         out += ["", "### Data-free diagnostics next to the accuracy they predict", ""]
         out += ["| configuration | mean normalized | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 2) + "|"]
         for row in sorted(data["configs"], key=lambda r: -r["test_norm_mean"]):
@@ -124,12 +139,12 @@ def write_report(results: dict, *, command: str) -> None:
                 values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
                 out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
     out += ["", "![per-task normalized accuracy by method](quality_normalized.png)", ""]
-    DOCS.mkdir(exist_ok=True)
-    (DOCS / "benchmarks.md").write_text("\n".join(out))
-    chart(results, DOCS / "quality_normalized.png")
+    docs.mkdir(exist_ok=True)
+    (docs / "benchmarks.md").write_text("\n".join(out))
+    chart(results, docs / "quality_normalized.png")
     mu_rows = [r for r in (results["regimes"].get("same") or {}).get("configs", []) if r["table"] == "mu"]
     if mu_rows:
-        mu_chart(mu_rows, DOCS / "quality_ortho_mu.png")
+        mu_chart(mu_rows, docs / "quality_ortho_mu.png")
 
 
 def chart(results: dict, path: Path) -> None:
