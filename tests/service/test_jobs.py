@@ -75,6 +75,20 @@ def test_bad_adapter_fails_with_its_code_and_no_result(stack, alice):
     assert alice.get(f"/v1/merges/{job['id']}/artifact").json()["error"]["code"] == "job_not_succeeded"
 
 
+def test_diverging_merge_fails_and_saves_nothing(stack, alice):
+    """Finite adapters, parameters that pass validation, NaN from the method: failed, never a NaN result."""
+    spec = {
+        "method": "do_merging",
+        "adapters": [{"source": s} for s in _adapters(stack, "diverge")],
+        "params": {"ortho_lr": 10.0, "ortho_mu": 0.0},
+    }
+    job = alice.post("/v1/merges", json=spec).json()
+    done = wait_terminal(alice, job["id"])
+    assert (done["status"], done["error"]["code"]) == ("failed", "merge_diverged"), done
+    assert done["attempts"] == 1
+    assert not (stack.settings.results_dir / job["id"]).exists()
+
+
 def test_missing_local_folder_fails_source_not_found(stack, alice):
     job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": str(stack.roots / "nope")}]}).json()
     done = wait_terminal(alice, job["id"])

@@ -23,6 +23,7 @@ def _post(client, **spec):
         ({"method": "nope"}, 422, "unknown_method"),
         ({"method": "do_merging", "params": {"bogus": 1}}, 422, "invalid_params"),
         ({"method": "ties", "params": {"density": 2.0}, "output": {"rank": 4}}, 422, "invalid_params"),
+        ({"method": "do_merging", "params": {"ortho_mu": 10.0}}, 422, "invalid_params"),
         ({"method": "ties"}, 422, "rank_required"),
         ({"method": "do_merging", "output": {"destination": "ftp://x/y"}}, 422, "invalid_destination"),
         ({"method": "do_merging", "output": {"rank": 0}}, 422, "invalid_request"),
