@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", choices=["same", "distinct", "both"], default="both")
     parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/quality-adapters"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed of the same-seed regime; distinct seeds are seed+1..seed+n"
+    )
+    parser.add_argument("--no-docs", action="store_true", help="write the results JSON only, leave docs/ as it is")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks the pipeline, writes no docs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     check(results)
-    if not args.smoke:
+    if not (args.smoke or args.no_docs):
         write_report(results, command="python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(
         json.dumps(
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     folders = {}
     for i, task in enumerate(tasks):
-        seed = 0 if regime == "same" else i + 1
+        seed = args.seed if regime == "same" else args.seed + i + 1
         bar = tqdm(total=args.steps, desc=f"train {task.name} (seed {seed})", file=sys.stderr, leave=False)
         folders[task.name] = train_task(
             task, seed=seed, steps=args.steps, cache=args.cache, progress=lambda s, n, loss, bar=bar: bar.update(1)

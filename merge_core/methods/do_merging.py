@@ -31,10 +31,10 @@ class DOMergingParams(MethodParams):
     ortho_steps: int = Field(default=100, ge=0, le=10_000, description="Gradient-descent steps.")
     ortho_lr: float = Field(default=0.1, gt=0, le=10, description="Gradient-descent step size.")
     ortho_mu: float = Field(
-        default=0.1,
+        default=0.01,
         ge=0,
         le=1_000,
-        description="Weight of the ‖δ‖² penalty (0.1: chosen on the quality benchmark, docs/METHOD.md §6).",
+        description="Weight of the ‖δ‖² penalty (0.01: chosen on the quality benchmark, docs/METHOD.md §6).",
     )
 
     @model_validator(mode="after")
