@@ -16,7 +16,7 @@ def adapters():
 
 def test_task_arithmetic_apart_is_the_product_of_sums_with_its_cross_terms():
     ads, ta = adapters(), get_method("task_arithmetic")
-    deltas = merge_apart(ads, ta, ta.parse_params({"scaling": 0.7}), 0.7)
+    deltas = merge_apart(ads, ta, ta.parse_params({"scaling": 0.7}))
     for name in SHAPES:
         B = sum(a.modules[name].scale * a.modules[name].B.double() for a in ads)
         A = sum(a.modules[name].A.double() for a in ads)
@@ -27,7 +27,7 @@ def test_task_arithmetic_apart_is_the_product_of_sums_with_its_cross_terms():
 
 def test_dense_methods_merge_each_factor_at_its_own_shape():
     ads, ties = adapters(), get_method("ties")
-    deltas = merge_apart(ads, ties, ties.parse_params({"density": 0.5}), 1.0)
+    deltas = merge_apart(ads, ties, ties.parse_params({"density": 0.5}))
     assert {name: tuple(d.shape) for name, d in deltas.items()} == SHAPES
     assert all(torch.isfinite(d).all() and d.abs().sum() > 0 for d in deltas.values())
 

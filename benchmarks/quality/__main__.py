@@ -96,8 +96,9 @@ def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     base = {split: evaluator.accuracy({}, split) for split in ("val", "test")}
     individual, individual_correct = {"val": {}, "test": {}}, {}
     for task, adapter in zip(tasks, adapters):
-        individual["val"].update(evaluator.accuracy(adapter_deltas(adapter), "val", only=task.name))
-        individual_correct.update(evaluator.correct(adapter_deltas(adapter), "test", only=task.name))
+        deltas = adapter_deltas(adapter)
+        individual["val"].update(evaluator.accuracy(deltas, "val", only=task.name))
+        individual_correct.update(evaluator.correct(deltas, "test", only=task.name))
     individual["test"] = accuracies(individual_correct)
     configs = main_configs(rank=RANK * len(tasks))
     if ablations:
@@ -116,7 +117,7 @@ def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: di
     for scaling in SCALINGS:
         params = method.parse_params({**config.get("params", {}), "scaling": scaling})
         if config.get("apart"):
-            deltas, diagnostics = merge_apart(adapters, method, params, scaling), {}
+            deltas, diagnostics = merge_apart(adapters, method, params), {}
         else:
             merged = merge_adapters(adapters, method, params, rank=config.get("rank"), device="cpu")
             deltas, diagnostics = merged_deltas(merged), merged.summary()

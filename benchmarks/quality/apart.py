@@ -35,13 +35,13 @@ def _merge_factor(method: MergeMethod, params: MethodParams, name: str, side: st
     return _product(method.kernel(batch, params))[0]
 
 
-def merge_apart(adapters: list[LoraAdapter], method: MergeMethod, params: MethodParams, scaling: float) -> dict:
-    """``{module: λ · merge(B_1..B_n) @ merge(A_1..A_n)}``; adapters must share ranks per module."""
+def merge_apart(adapters: list[LoraAdapter], method: MergeMethod, params: MethodParams) -> dict:
+    """``{module: λ · merge(B_1..B_n) @ merge(A_1..A_n)}`` with λ = ``params.scaling``; ranks must match per module."""
     unit = params.model_copy(update={"scaling": 1.0})
     deltas = {}
     for name in adapters[0].modules:
         modules = [a.modules[name] for a in adapters]
         A = _merge_factor(method, unit, name, "A", [m.A for m in modules], [1.0] * len(modules))
         B = _merge_factor(method, unit, name, "B", [m.B for m in modules], [m.scale for m in modules])
-        deltas[name] = (scaling * B @ A).float()
+        deltas[name] = (params.scaling * B @ A).float()
     return deltas
