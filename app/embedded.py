@@ -1,8 +1,12 @@
 """``loramerge serve``: the whole service on one machine, no Docker, no external services.
 
-Starts a private Redis (unless LORAMERGE_REDIS_URL names one), one Celery worker process consuming
-both queues, and the API under uvicorn; stops them in reverse order. Without API keys it binds only
-to loopback.
+Starts a private Redis (unless LORAMERGE_REDIS_URL names one), worker processes consuming both
+queues, and the API under uvicorn. Without API keys it binds only to loopback.
+
+Stop (SIGTERM, SIGINT or SIGHUP) runs in order: the API stops accepting
+and finishes its requests; the workers get ``LORAMERGE_SHUTDOWN_GRACE_S`` to finish their running
+jobs, then a cold shutdown, and a job still running is handed back to the queue with its attempt
+refunded; Redis stops last, after flushing its AOF. One ``serve`` per data folder (jobs.processes).
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
 
+from jobs.processes import DataDirInUseError, DataDirLock, die_with_parent, stop_workers
+from jobs.queue import enqueue, make_celery, waiting_job_ids
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
+from jobs.store import JobStore, connect
 
 log = logging.getLogger("loramerge.serve")
 
@@ -40,43 +48,84 @@ def worker_command(settings: Settings, name: str) -> list[str]:
 
 @contextmanager
 def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, extra_env: dict[str, str] | None = None):
-    """Yield settings pointing at a running Redis with ``workers`` worker processes listening."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = None
-    if settings.redis_url:
-        redis_url = settings.redis_url
-    else:
-        server = RedisServer(settings.data_dir / "redis")
-        redis_url = server.start()
-        log.info("embedded Redis on %s (data in %s)", redis_url, server.folder)
-    env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}
-    procs = [
-        subprocess.Popen(
-            worker_command(settings, f"embedded-{i}@%h"),
-            env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT if worker_log is not None else None,
-        )
-        for i in range(workers)
-    ]
-    try:
-        yield settings.model_copy(update={"redis_url": redis_url})
-    finally:
-        stop_processes(procs)
-        if server is not None:
-            server.close()
-
-
-def stop_processes(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
-    """SIGTERM all (Celery workers finish or requeue their job), then SIGKILL what is left."""
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
+    """Yield settings pointing at a running Redis with ``workers`` worker processes listening.
+    Holds the data folder's lock for as long as any of its processes lives."""
+    with DataDirLock(settings.data_dir) as lock:
+        server = None
+        if settings.redis_url:
+            redis_url = settings.redis_url
+        else:
+            server = RedisServer(settings.data_dir / "redis", pass_fds=(lock.fd,))
+            redis_url = server.start()
+            log.info("embedded Redis on %s (data in %s)", redis_url, server.folder)
+        env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}
+        procs = [
+            subprocess.Popen(
+                worker_command(settings, f"embedded-{i}@%h"),
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT if worker_log is not None else None,
+                pass_fds=(lock.fd,),
+                preexec_fn=die_with_parent(signal.SIGKILL, own_group=True),
+            )
+            for i in range(workers)
+        ]
+        running = settings.model_copy(update={"redis_url": redis_url})
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield running
+        finally:
+            log.info("stopping workers (up to %.0f s for running jobs)", settings.shutdown_grace_s)
+            stop_workers(procs, settings.shutdown_grace_s)
+            hand_back_running_jobs(running)
+            if server is not None:
+                server.close()
+            log.info("stopped")
+
+
+def hand_back_running_jobs(settings: Settings) -> None:
+    """After this stack's workers are gone: their running jobs go back to the queue, the attempt
+    refunded (a shutdown is no fault of the job), with a message unless Celery gave one back."""
+    try:
+        store = JobStore(connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s)
+        celery = make_celery(settings, settings.redis_url)
+        waiting = waiting_job_ids(store.redis, [settings.gpu_queue, settings.cpu_queue])
+        handed = store.recover_lost(
+            lease_s=settings.job_lease_s,
+            max_attempts=settings.max_attempts,
+            time_limit_s=settings.job_time_limit_s,
+            requeue=lambda record: None if record.id in waiting else enqueue(celery, record),
+            refund_attempt=True,
+        )
+    except Exception as exc:  # Redis already gone: the next start's workers recover them (jobs.lease)
+        log.warning("could not hand back running jobs now (%s); the next start will", type(exc).__name__)
+        return
+    if handed:
+        log.info("handed back to the queue: %s", ", ".join(handed))
+
+
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGHUP all mean: stop uvicorn gracefully, then unwind the stack. uvicorn
+    re-raises the signals it caught once it has stopped; these handlers then only record them, so
+    the process does not die before the workers and Redis are stopped."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.server = None
+        self.received: list[int] = []
+
+    def handle(self, sig: int, frame) -> None:
+        self.received.append(sig)
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def __enter__(self) -> _StopSignals:
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
@@ -92,7 +141,17 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     if not keys and not is_loopback(host):
         print(f"error [api_keys_required]: refusing to listen on {host} without LORAMERGE_API_KEYS", file=sys.stderr)
         return 2
-    with embedded_stack(settings, workers=workers) as running:
-        log.info("loramerge on http://%s:%d (docs at /docs), data in %s", host, port, running.data_dir)
-        uvicorn.run(create_app(running), host=host, port=port, log_level="info")
+    with _StopSignals() as stops:
+        try:
+            with embedded_stack(settings, workers=workers) as running:
+                if stops.received:
+                    return 0
+                server = uvicorn.Server(uvicorn.Config(create_app(running), host=host, port=port, log_level="info"))
+                stops.server = server
+                log.info("loramerge on http://%s:%d (docs at /docs), data in %s", host, port, running.data_dir)
+                server.run()
+                log.info("API stopped%s", f" on {signal.Signals(stops.received[0]).name}" if stops.received else "")
+        except DataDirInUseError as exc:
+            print(f"error [{exc.code}]: {exc}", file=sys.stderr)
+            return 2
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from jobs.heartbeat import live_workers
+from jobs.heartbeat import live_processes, live_workers
 from jobs.records import JobStatus
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -39,7 +39,14 @@ class JobStoreCollector:
             depth.add_metric([queue], self.store.redis.llen(queue))
         yield depth
 
-        yield GaugeMetricFamily("loramerge_workers", "Workers with a live heartbeat", value=len(live_workers(self.store.redis)))
+        yield GaugeMetricFamily(
+            "loramerge_workers", "Worker nodes with a live heartbeat", value=len(live_workers(self.store.redis))
+        )
+        yield GaugeMetricFamily(
+            "loramerge_worker_processes",
+            "Worker pool processes with a live heartbeat (a hung process stops beating)",
+            value=len(live_processes(self.store.redis)),
+        )
 
 
 def metrics_registry(store: JobStore, settings: Settings) -> CollectorRegistry:

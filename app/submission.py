@@ -24,10 +24,11 @@ def validate_submission(spec: MergeSpec, settings: Settings) -> str:
             limit=settings.max_adapters_per_job,
         )
     check_spec(spec)
+    rules = {"local_roots": settings.local_roots, "data_dir": settings.data_dir, "symlinks": settings.local_symlinks}
     for i, ref in enumerate(spec.adapters):
-        check_source(ref.source, ref.revision, local_roots=settings.local_roots, field=f"adapters[{i}].source")
+        check_source(ref.source, ref.revision, field=f"adapters[{i}].source", **rules)
     if spec.output.kind == "merged_model":
-        confine(spec.output.base_model, settings.local_roots, field="output.base_model")
+        confine(spec.output.base_model, field="output.base_model", **rules)
     destination_kind(spec.output.destination)
     method = get_method(spec.method)
     return route(spec, gpu_queue=settings.gpu_queue, cpu_queue=settings.cpu_queue, method_is_factored=method.factored)

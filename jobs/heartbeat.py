@@ -1,7 +1,9 @@
 """Workers announce themselves in Redis every few seconds; /readyz and /metrics count them.
 
-Our own key with a TTL instead of Celery's broadcast ping: one GET-free SCAN, no pidbox round trip,
-and a worker that hangs stops counting within ``TTL_S``.
+Two kinds of beat, each our own key with a TTL instead of Celery's broadcast ping (no pidbox round
+trip): the worker node (Celery's parent process, which also runs the housekeeping sweeps) and each
+pool process that runs jobs. A pool process beats from a thread of its own, so one stuck in code
+that holds the GIL stops beating, and /readyz stops counting it, within ``TTL_S``.
 """
 
 from __future__ import annotations
@@ -17,31 +19,40 @@ import redis
 
 log = logging.getLogger("loramerge.worker")
 
-KEY_PREFIX = "lm:worker:"
+NODE_PREFIX = "lm:worker:"
+PROCESS_PREFIX = "lm:proc:"
 INTERVAL_S = 2
 TTL_S = 20
 
 
 def live_workers(client: redis.Redis) -> dict[str, dict]:
-    workers = {}
-    for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=200):
-        raw = client.get(key)
-        if raw is not None:
-            workers[key[len(KEY_PREFIX) :]] = json.loads(raw)
-    return workers
+    """Worker nodes with a fresh beat, by name."""
+    return _live(client, NODE_PREFIX)
+
+
+def live_processes(client: redis.Redis) -> dict[str, dict]:
+    """Pool processes (the ones that run jobs) with a fresh beat, by ``host:pid``."""
+    return _live(client, PROCESS_PREFIX)
+
+
+def _live(client: redis.Redis, prefix: str) -> dict[str, dict]:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=200))
+    values = client.mget(keys) if keys else []
+    return {key[len(prefix) :]: json.loads(raw) for key, raw in zip(keys, values) if raw is not None}
 
 
 def start_heartbeat(
-    client: redis.Redis, *, name: str, queues: list[str], housekeeping: Callable[[], object] | None = None
+    client: redis.Redis, *, name: str, queues: list[str], process: bool = False, housekeeping: Callable[[], object] | None = None
 ) -> threading.Event:
     """Beat from a daemon thread until the returned event is set; run ``housekeeping`` at each beat."""
     stop = threading.Event()
+    key = f"{PROCESS_PREFIX if process else NODE_PREFIX}{name}"
     payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "queues": queues})
 
     def beat() -> None:
         while not stop.is_set():
             try:
-                client.set(f"{KEY_PREFIX}{name}", payload, ex=TTL_S)
+                client.set(key, payload, ex=TTL_S)
                 if housekeeping is not None:
                     housekeeping()
             except redis.RedisError:
@@ -50,7 +61,7 @@ def start_heartbeat(
                 log.exception("housekeeping failed")
             stop.wait(INTERVAL_S)
         try:
-            client.delete(f"{KEY_PREFIX}{name}")
+            client.delete(key)
         except redis.RedisError:
             pass
 

@@ -1,21 +1,50 @@
-"""Who holds a running job, and whether that holder is gone.
+"""Who holds a running job, whether that holder is gone, and the fencing token of its attempt.
 
 A running record names its worker (``host:pid``) and the worker refreshes ``updated_at`` at least
 every ``lease_s / 4`` seconds. The holder is gone when its process no longer exists on this host, or
 when the lease has not been refreshed for ``lease_s``. Only then may another delivery take the job
 over, so a message delivered twice never runs one job twice at the same time.
+
+A holder that was frozen (SIGSTOP, a swapped-out VM, a stuck call) may wake up after another worker
+took its job over. Every write a worker makes therefore carries a :class:`Fence` (the attempt number
+and the worker id of the claim) that the store checks atomically against the record; a stale fence
+raises :class:`LeaseLostError` and the holder abandons its attempt without touching anything.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 
-from jobs.records import JobRecord, now
+from jobs.records import JobRecord, JobStatus, now
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The claim an attempt holds: valid while the record is running with this attempt and worker."""
+
+    attempt: int
+    worker: str
+
+    def holds(self, record: JobRecord) -> bool:
+        return record.status == JobStatus.running and record.attempts == self.attempt and record.worker == self.worker
+
+
+class LeaseLostError(Exception):
+    """This attempt no longer holds the job (taken over, finished or expired): abandon it untouched."""
+
+    def __init__(self, job_id: str, fence: Fence, record: JobRecord | None) -> None:
+        self.job_id, self.fence = job_id, fence
+        if record is None:
+            state = "the record is gone"
+        else:
+            state = f"the record is {record.status.value}, attempt {record.attempts} on {record.worker or 'no worker'}"
+        super().__init__(f"job {job_id}: attempt {fence.attempt} on {fence.worker} lost its lease ({state})")
 
 
 def holder_is_gone(record: JobRecord, lease_s: float) -> bool:

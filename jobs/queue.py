@@ -7,11 +7,16 @@ visibility timeout longer than the hard time limit, requeue when a worker proces
 
 from __future__ import annotations
 
+import json
+
+import redis
 from celery import Celery
 
+from jobs.records import JobRecord
 from jobs.settings import Settings
 
 RUN_MERGE_TASK = "loramerge.run_merge"
+_PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis transport: queue name + priority step
 
 
 def broker_url(redis_url: str) -> str:
@@ -47,3 +52,22 @@ def route(spec, *, gpu_queue: str, cpu_queue: str, method_is_factored: bool) -> 
     truncation to a rank and full merged weights go to ``gpu``."""
     small = method_is_factored and spec.output.kind == "adapter" and spec.output.rank is None
     return cpu_queue if small else gpu_queue
+
+
+def enqueue(celery: Celery, record: JobRecord) -> None:
+    """Send the job's message. The Celery task id is the job id, so the sweep of stranded jobs can
+    tell which jobs have a message waiting (``waiting_job_ids``)."""
+    celery.send_task(RUN_MERGE_TASK, args=[record.id], queue=record.queue, task_id=record.id)
+
+
+def waiting_job_ids(client: redis.Redis, queues: list[str]) -> set[str]:
+    """Ids of the jobs whose message waits in one of ``queues`` (not those a worker already took)."""
+    ids = set()
+    for queue in queues:
+        for suffix in _PRIORITY_KEYS:
+            for raw in client.lrange(queue + suffix, 0, -1):
+                try:
+                    ids.add(json.loads(raw)["headers"]["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return ids

@@ -79,6 +79,8 @@ class JobRecord(BaseModel):
     result: JobResult | None = None
     sources: list[PinnedSource] = Field(default_factory=list)
     attempts: int = 0
+    attempt_started_at: float | None = Field(default=None, description="When the current (or last) attempt was claimed.")
+    not_before: float | None = Field(default=None, description="A retry's message is due then (queued jobs only).")
     worker: str | None = Field(default=None, description="host:pid of the process running the current attempt.")
     cancel_requested: bool = False
     hub_token_enc: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     )
     local_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders local sources and base models may come from. Empty: local sources refused."
+    )
+    local_symlinks: Literal["within_roots", "refuse"] = Field(
+        default="within_roots",
+        description="Symlinks in local sources and base models: `within_roots` follows those that stay under the roots, "
+        "`refuse` follows none inside a root. The data dir is never readable.",
     )
     max_adapters_per_job: int = Field(
         default=32, ge=1, le=1000, description="More adapters in one job is a 422 `too_many_adapters`."
@@ -56,6 +61,19 @@ class Settings(BaseSettings):
     gpu_queue: str = "gpu"
     cpu_queue: str = "cpu"
     worker_concurrency: int = Field(default=1, ge=1, description="Processes per worker (one per GPU).")
+    cancel_grace_s: float = Field(
+        default=10.0, ge=1, description="A running job that ignores a cancel this long is stopped by ending its process."
+    )
+    stranded_after_s: float = Field(
+        default=30.0, ge=5, description="A queued job whose message is in no queue this long gets a new one."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="`serve` waits this long on stop for running jobs, then hands them back to the queue."
+    )
+    redis_outage_grace_s: float = Field(
+        default=120.0, ge=0, description="Workers wait out a Redis restart this long before giving up on a job's outcome."
+    )
+    progress_interval_s: float = Field(default=0.5, gt=0, description="Least time between two progress writes of one job.")
 
     @field_validator("local_roots", mode="before")
     @classmethod

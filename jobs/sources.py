@@ -4,14 +4,20 @@ Checked twice: by the API before queueing (a 422 the caller can act on) and by t
 reads anything (the record might have been written by an older API with other roots).
 
   Hub ID       ``org/name`` (+ ``revision``)      pinned to a commit sha by the worker
-  local path   absolute, under LORAMERGE_LOCAL_ROOTS after resolving symlinks and ``..``
+  local path   absolute, under LORAMERGE_LOCAL_ROOTS after resolving symlinks and ``..``, never
+               inside the data dir; LORAMERGE_LOCAL_SYMLINKS=refuse follows no symlink inside a root
   object store ``s3://bucket/prefix``
 Destinations: null or ``local`` (the local store), ``s3://bucket/prefix``, ``hf://org/name``.
+
+Every pattern is matched with ``fullmatch``: ``$`` also matches before a trailing newline.
+This module only decides on paths; the worker opens files race-free in ``worker/sources/local.py``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -19,11 +25,14 @@ from merge_core.errors import MergeError
 
 SourceKind = Literal["hub", "local", "s3"]
 DestinationKind = Literal["local", "s3", "hub"]
+SymlinkPolicy = Literal["within_roots", "refuse"]
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-HUB_ID = re.compile(rf"^{_NAME}/{_NAME}$")
-HUB_REVISION = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
-S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\x00-\x1f]*))?$")
+HUB_ID = re.compile(rf"{_NAME}/{_NAME}")
+HUB_REVISION = re.compile(r"[A-Za-z0-9._/-]{1,255}")
+S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\x00-\x1f\x7f]*))?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_SYMLINK_HOPS = 40
 
 
 class InvalidSourceError(MergeError, ValueError):
@@ -33,7 +42,8 @@ class InvalidSourceError(MergeError, ValueError):
 
 
 class LocalPathNotAllowedError(MergeError, ValueError):
-    """A local path lies outside LORAMERGE_LOCAL_ROOTS (after resolving symlinks), or local paths are off."""
+    """A local path lies outside LORAMERGE_LOCAL_ROOTS (after resolving symlinks), inside the data dir,
+    goes through a symlink LORAMERGE_LOCAL_SYMLINKS refuses, or local paths are off."""
 
     code = "local_path_not_allowed"
 
@@ -50,40 +60,153 @@ def source_kind(source: str) -> SourceKind:
     return "hub"
 
 
-def check_source(source: str, revision: str | None, *, local_roots: list[Path], field: str) -> SourceKind:
+def is_hub_id(name: str) -> bool:
+    """``org/name`` as the Hub allows it: no ``..`` or ``--``, nothing before or after (no trailing newline)."""
+    return HUB_ID.fullmatch(name) is not None and ".." not in name and "--" not in name
+
+
+def check_source(
+    source: str,
+    revision: str | None,
+    *,
+    local_roots: list[Path],
+    field: str,
+    data_dir: Path | None = None,
+    symlinks: SymlinkPolicy = "within_roots",
+) -> SourceKind:
     kind = source_kind(source)
     if kind == "hub":
-        if not HUB_ID.match(source) or ".." in source or "--" in source:
+        if not is_hub_id(source):
             raise InvalidSourceError(
-                f"{field}: {source!r} is not a Hub ID (org/name), an absolute local path or an s3:// URI", field=field
+                f"{field}: {source!r} is not a Hub ID (org/name: letters, digits, '.', '_', '-'; no '..' or '--'), "
+                "an absolute local path or an s3:// URI",
+                field=field,
             )
-        if revision is not None and (not HUB_REVISION.match(revision) or ".." in revision):
-            raise InvalidSourceError(f"{field}: revision {revision!r} is not a branch, tag or commit sha", field=field)
+        check_revision(revision, field=field)
     elif kind == "s3":
         parse_s3(source, field=field)
     else:
-        confine(source, local_roots, field=field)
+        confine(source, local_roots, field=field, data_dir=data_dir, symlinks=symlinks)
     return kind
 
 
-def confine(source: str, local_roots: list[Path], *, field: str) -> Path:
-    """The real path of ``source`` if it lies under a root; symlinks and ``..`` are resolved first."""
+def check_revision(revision: str | None, *, field: str) -> None:
+    if revision is not None and (HUB_REVISION.fullmatch(revision) is None or ".." in revision):
+        raise InvalidSourceError(
+            f"{field}: revision {revision!r} is not a branch, tag or commit sha (letters, digits, '.', '_', '-', '/'; no '..')",
+            field=field,
+        )
+
+
+def confine(
+    source: str,
+    local_roots: list[Path],
+    *,
+    field: str,
+    data_dir: Path | None = None,
+    symlinks: SymlinkPolicy = "within_roots",
+) -> Path:
+    """The real path of ``source`` if it lies under a root and outside ``data_dir``.
+
+    Symlinks and ``..`` are resolved first; with ``symlinks="refuse"`` a symlink met inside a root is an
+    error (symlinks above the roots, such as ``/data -> /mnt/data``, are still followed). Checks the path
+    only: a caller that opens files must open them with ``worker.sources.local`` (race-free)."""
     if not local_roots:
         raise LocalPathNotAllowedError(
             f"{field}: local paths are disabled on this server (LORAMERGE_LOCAL_ROOTS is empty)", field=field
         )
     raw = source.removeprefix("file://")
-    real = Path(raw).expanduser().resolve()
-    for root in local_roots:
-        if real == root or real.is_relative_to(root):
-            return real
-    raise LocalPathNotAllowedError(f"{field}: {source!r} is outside the allowed local roots", field=field)
+    if _CONTROL.search(raw):
+        raise InvalidSourceError(
+            f"{field}: a local path may not contain control characters (NUL, newline); expected an absolute path",
+            field=field,
+        )
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise InvalidSourceError(f"{field}: {source!r} is not an absolute local path", field=field)
+    return confine_path(path, local_roots, field=field, shown=source, data_dir=data_dir, symlinks=symlinks)
+
+
+def confine_path(
+    path: Path,
+    local_roots: list[Path],
+    *,
+    field: str,
+    shown: str | None = None,
+    data_dir: Path | None = None,
+    symlinks: SymlinkPolicy = "within_roots",
+) -> Path:
+    """``confine`` for an absolute Path (a file inside a confined folder, say). ``shown`` is the name used in messages."""
+    shown = str(path) if shown is None else shown
+    roots = [Path(root).resolve() for root in local_roots]
+    real = real_path(path, roots=roots if symlinks == "refuse" else None, field=field, shown=shown)
+    if not any(is_within(real, root) for root in roots):
+        raise LocalPathNotAllowedError(f"{field}: {shown!r} is outside the allowed local roots", field=field)
+    if data_dir is not None and is_within(real, Path(data_dir).resolve()):
+        raise LocalPathNotAllowedError(f"{field}: {shown!r} is inside the server's data directory", field=field)
+    return real
+
+
+def root_of(real: Path, local_roots: list[Path]) -> Path | None:
+    """The deepest root holding ``real`` (a resolved path), or None."""
+    holding = [Path(root).resolve() for root in local_roots if is_within(real, Path(root).resolve())]
+    return max(holding, key=lambda root: len(root.parts)) if holding else None
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def real_path(path: Path, *, roots: list[Path] | None, field: str, shown: str) -> Path:
+    """Resolve ``path`` like ``os.path.realpath`` (non-strict), one component at a time.
+
+    With ``roots`` given, a symlink whose own location lies inside one of them is refused
+    (LORAMERGE_LOCAL_SYMLINKS=refuse). Never raises for a missing file: the rest is joined as is."""
+    current = Path("/")
+    pending = list(path.parts[1:])
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:  # missing, not a folder, or not searchable: nothing below can be a symlink we follow
+            rest = Path(candidate, *pending)
+            return Path(os.path.normpath(rest))
+        if not stat.S_ISLNK(mode):
+            current = candidate
+            continue
+        if roots is not None and any(is_within(current, root) for root in roots):
+            raise LocalPathNotAllowedError(
+                f"{field}: {shown!r} goes through a symlink, and this server follows none inside its local roots "
+                "(LORAMERGE_LOCAL_SYMLINKS=refuse)",
+                field=field,
+            )
+        hops += 1
+        if hops > MAX_SYMLINK_HOPS:
+            raise LocalPathNotAllowedError(f"{field}: {shown!r}: too many levels of symlinks", field=field)
+        target = Path(os.readlink(candidate))
+        if target.is_absolute():
+            current = Path("/")
+            pending = list(target.parts[1:]) + pending
+        else:
+            pending = list(target.parts) + pending
+    return current
 
 
 def parse_s3(uri: str, *, field: str) -> tuple[str, str]:
-    match = S3_URI.match(uri)
+    match = S3_URI.fullmatch(uri)
     if match is None:
-        raise InvalidSourceError(f"{field}: {uri!r} is not s3://bucket/prefix", field=field)
+        raise InvalidSourceError(
+            f"{field}: {uri!r} is not s3://bucket/prefix (bucket: 3-63 lowercase letters, digits, '.', '-'; "
+            "no control characters)",
+            field=field,
+        )
     prefix = (match.group("prefix") or "").strip("/")
     if ".." in prefix.split("/"):
         raise InvalidSourceError(f"{field}: '..' is not allowed in an s3:// prefix", field=field)
@@ -99,9 +222,10 @@ def destination_kind(destination: str | None) -> DestinationKind:
         if not prefix:
             raise InvalidDestinationError("output.destination: give a prefix, s3://bucket/prefix", field="output.destination")
         return "s3"
-    if destination.startswith("hf://") and HUB_ID.match(destination[len("hf://") :]):
+    if destination.startswith("hf://") and is_hub_id(destination[len("hf://") :]):
         return "hub"
     raise InvalidDestinationError(
-        f"output.destination: {destination!r} is not one of null, 'local', 's3://bucket/prefix', 'hf://org/name'",
+        f"output.destination: {destination!r} is not one of null, 'local', 's3://bucket/prefix', "
+        "'hf://org/name' (org and name: letters, digits, '.', '_', '-'; no '..' or '--')",
         field="output.destination",
     )

@@ -6,10 +6,16 @@ Layout (prefix ``lm:``):
   state:queued|running  sets of live job ids (queue bound, metrics, stuck-job checks)
   idem:{tenant}:{hash}  Idempotency-Key -> "job_id fingerprint"
   finished              hash status -> jobs that ended in it (Prometheus counter)
-  duration              hash of cumulative histogram buckets of job run time
+  duration:{status}     hash of cumulative histogram buckets of job run time
+  tokens-dropped        set when a job's encrypted Hub token left its record (see scrub_tokens)
 
 Creation is one Lua script (idempotency claim + queue bound + record), transitions are
-WATCH/MULTI transactions, so two workers or a worker and a cancel never both win.
+WATCH/MULTI transactions, so two workers or a worker and a cancel never both win. A worker's writes
+are named operations (``claim``, ``refresh_lease``, ``set_progress``, ``set_sources``,
+``cancel_requested``, ``requeue``, ``finish``) that take the attempt's :class:`~jobs.lease.Fence`
+and raise :class:`~jobs.lease.LeaseLostError` when the record moved on without it. Every terminal
+write, whoever makes it, counts the job, records its duration, sets the TTL and drops the token in
+the same transaction.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from typing import TypeVar
 
 import redis
 
-from jobs.lease import holder_is_gone
-from jobs.records import TERMINAL, JobError, JobProgress, JobRecord, JobStatus, now
+from jobs.lease import Fence, LeaseLostError, holder_is_gone
+from jobs.records import TERMINAL, JobError, JobProgress, JobRecord, JobStatus, PinnedSource, now
 
 T = TypeVar("T")
 PREFIX = "lm:"
+TOKENS_DROPPED_KEY = f"{PREFIX}tokens-dropped"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
 
 _CREATE = """
@@ -200,8 +207,12 @@ class JobStore:
                     pipe.sadd(self._state_key(status), record.id)
         if record.status in TERMINAL and before not in TERMINAL:
             record.finished_at = record.finished_at or now()
-            record.hub_token_enc = None
+            if record.hub_token_enc is not None:
+                record.hub_token_enc = None
+                pipe.set(TOKENS_DROPPED_KEY, record.finished_at)
+            record.not_before = None
             pipe.hincrby(f"{PREFIX}finished", record.status.value, 1)
+            self._observe(pipe, record.status, record.finished_at - (record.started_at or record.finished_at))
             pipe.set(key, record.model_dump_json(), ex=self.finished_ttl_s)
         else:
             pipe.set(key, record.model_dump_json(), keepttl=True)
@@ -226,10 +237,118 @@ class JobStore:
         record = self.update(job_id, mutate)
         return record, moved
 
-    def recover_lost(self, *, lease_s: float, max_attempts: int, requeue: Callable[[JobRecord], None]) -> list[str]:
+    # -- a worker's operations, fenced -------------------------------------------------------
+    def claim(self, job_id: str, me: str, *, lease_s: float) -> JobRecord | None:
+        """queued -> running, or take over a running job whose holder is gone (jobs.lease).
+        Returns the claimed record (its ``attempts`` and ``worker`` are the new fence), or None when
+        there is nothing to run (finished, cancelled, unknown, or running under a live holder)."""
+
+        def mutate(record: JobRecord) -> bool:
+            if record.status == JobStatus.running and not holder_is_gone(record, lease_s):
+                return False
+            if record.status not in (JobStatus.queued, JobStatus.running):
+                return False
+            record.status = JobStatus.running
+            record.attempts += 1
+            record.worker = me
+            record.attempt_started_at = now()
+            record.not_before = None
+            record.started_at = record.started_at or record.attempt_started_at
+            record.progress = JobProgress(stage="fetch", done=0, total=len(record.spec.get("adapters", [])))
+            return True
+
+        record = self.update(job_id, mutate)
+        if record is None or record.status != JobStatus.running or record.worker != me:
+            return None
+        return record
+
+    def _fenced(self, job_id: str, fence: Fence, change: Callable[[JobRecord], None], *, patient: bool = True) -> JobRecord:
+        """Apply ``change`` only while ``fence`` holds the job; LeaseLostError otherwise."""
+        lost: list[JobRecord | None] = []
+
+        def mutate(record: JobRecord) -> bool:
+            lost.clear()
+            if not fence.holds(record):
+                lost.append(record)
+                return False
+            change(record)
+            return True
+
+        record = self.update(job_id, mutate, patient=patient)
+        if record is None or lost:
+            raise LeaseLostError(job_id, fence, record)
+        return record
+
+    def refresh_lease(self, job_id: str, fence: Fence) -> JobRecord:
+        """Touch ``updated_at`` (done by every write). Returns the record: ``cancel_requested`` rides along."""
+        return self._fenced(job_id, fence, lambda record: None, patient=False)
+
+    def set_progress(self, job_id: str, fence: Fence, progress: JobProgress) -> None:
+        self._fenced(job_id, fence, lambda record: setattr(record, "progress", progress), patient=False)
+
+    def set_sources(self, job_id: str, fence: Fence, sources: list[PinnedSource]) -> None:
+        self._fenced(job_id, fence, lambda record: setattr(record, "sources", list(sources)))
+
+    def cancel_requested(self, job_id: str, fence: Fence) -> bool:
+        """Has a client asked to cancel this attempt's job? Raises LeaseLostError if the attempt lost it."""
+        record = self.get(job_id, patient=False)
+        if record is None or not fence.holds(record):
+            raise LeaseLostError(job_id, fence, record)
+        return record.cancel_requested
+
+    def requeue(self, job_id: str, fence: Fence, *, progress: JobProgress, not_before: float | None = None) -> JobRecord:
+        """running -> queued for another attempt (a transient error's retry)."""
+
+        def change(record: JobRecord) -> None:
+            record.status, record.progress, record.worker, record.not_before = JobStatus.queued, progress, None, not_before
+
+        return self._fenced(job_id, fence, change)
+
+    def finish(self, job_id: str, fence: Fence, status: JobStatus, **changes) -> JobRecord:
+        """running -> a terminal status, with ``changes`` (error, result, progress)."""
+        assert status in TERMINAL
+
+        def change(record: JobRecord) -> None:
+            record.status = status
+            for name, value in changes.items():
+                setattr(record, name, value)
+
+        return self._fenced(job_id, fence, change)
+
+    def request_cancel(self, job_id: str, *, tenant: str) -> JobRecord | None:
+        """A client's cancel: a queued job ends at once; a running one is flagged for its worker."""
+
+        def mutate(record: JobRecord) -> bool:
+            if record.tenant != tenant:
+                return False
+            if record.status == JobStatus.queued:
+                record.status = JobStatus.cancelled
+                record.progress = JobProgress(stage="cancelled")
+                return True
+            if record.status == JobStatus.running and not record.cancel_requested:
+                record.cancel_requested = True
+                return True
+            return False
+
+        record = self.update(job_id, mutate)
+        return record if record is not None and record.tenant == tenant else None
+
+    # -- sweeps (run by every worker's housekeeping) ----------------------------------------
+    def recover_lost(
+        self,
+        *,
+        lease_s: float,
+        max_attempts: int,
+        time_limit_s: float,
+        requeue: Callable[[JobRecord], None],
+        refund_attempt: bool = False,
+    ) -> list[str]:
         """Running jobs whose worker is gone (see jobs.lease) go back to the queue, or fail as
-        ``worker_lost`` once their attempts are spent. The guard against a record stuck in ``running``
-        when a whole worker dies (its message would only come back after the visibility timeout)."""
+        ``worker_lost`` once their attempts are spent, or as ``time_limit_exceeded`` when the attempt
+        outlived the hard time limit (its process was killed for it). The guard against a record stuck
+        in ``running`` when a whole worker dies (its message would only come back after the
+        visibility timeout). ``refund_attempt``: the workers were stopped on purpose (``serve``
+        shutting down), so the interrupted attempt does not count."""
         recovered = []
         changed = False  # set by the last (committed) call of mutate for the current job
 
@@ -238,7 +357,19 @@ class JobStore:
             changed = record.status == JobStatus.running and holder_is_gone(record, lease_s)
             if not changed:
                 return False
-            if record.attempts >= max_attempts:
+            ran_s = now() - (record.attempt_started_at or record.updated_at)
+            if ran_s >= time_limit_s:
+                record.status = JobStatus.failed
+                record.error = JobError(
+                    code="time_limit_exceeded",
+                    message=f"the attempt ran {ran_s:.0f} s, past the hard limit of {time_limit_s:.0f} s "
+                    "(LORAMERGE_JOB_TIME_LIMIT_S); its process was stopped",
+                )
+            elif refund_attempt:
+                record.status = JobStatus.queued
+                record.attempts = max(record.attempts - 1, 0)
+                record.progress = JobProgress(stage="requeued: the service was stopped")
+            elif record.attempts >= max_attempts:
                 record.status = JobStatus.failed
                 record.error = JobError(code="worker_lost", message=f"the worker was lost {record.attempts} times; giving up")
             else:
@@ -256,19 +387,65 @@ class JobStore:
                     requeue(record)
         return recovered
 
-    # -- metrics ------------------------------------------------------------------------------
-    def observe_duration(self, status: JobStatus, seconds: float) -> None:
-        self._patiently(lambda: self._observe_once(status, seconds))
+    def recover_stranded(
+        self, *, older_than_s: float, waiting: Callable[[str], set[str]], requeue: Callable[[JobRecord], None]
+    ) -> list[str]:
+        """Queued jobs whose message is in no broker queue (lost with a Redis crash, or stuck in the
+        broker's unacked hash with a consumer that died with its connection) and that nobody has
+        touched for ``older_than_s`` get a new message. ``waiting(queue)`` gives the ids of the jobs
+        whose message waits in ``queue``. A duplicate message is harmless: ``claim`` lets one
+        delivery run the job, and the others find it running or finished."""
+        sent = []
+        waiting_in: dict[str, set[str]] = {}
+        for job_id in self.ids_in(JobStatus.queued):
+            record = self.get(job_id, patient=False)
+            if record is None or record.status != JobStatus.queued:
+                continue
+            if now() - max(record.updated_at, record.not_before or 0.0) <= older_than_s:
+                continue
+            if record.queue not in waiting_in:
+                waiting_in[record.queue] = waiting(record.queue)
+            if job_id in waiting_in[record.queue]:
+                continue
+            stranded = False
 
-    def _observe_once(self, status: JobStatus, seconds: float) -> None:
+            def mutate(current: JobRecord, seen: float = record.updated_at) -> bool:
+                nonlocal stranded  # unchanged since it was read: no worker or client touched it meanwhile
+                stranded = current.status == JobStatus.queued and current.updated_at == seen
+                if stranded:
+                    current.progress = JobProgress(stage="queued: message re-sent")
+                return stranded
+
+            current = self.update(job_id, mutate)
+            if stranded and current is not None:
+                requeue(current)
+                sent.append(job_id)
+        return sent
+
+    def scrub_tokens(self) -> bool:
+        """Rewrite the append-only file once a job's encrypted Hub token left its record, so that no
+        token outlives its job on disk (the old AOF still holds the SETs that carried it). Returns
+        True when a rewrite was started. A Redis without AOF, or one that refuses BGREWRITEAOF (some
+        managed services), keeps the flag and logs nothing here: the caller decides."""
+        if self.redis.getdel(TOKENS_DROPPED_KEY) is None:
+            return False
+        try:
+            if self.redis.config_get("appendonly").get("appendonly") != "yes":
+                return False
+            self.redis.bgrewriteaof()
+        except redis.ResponseError:
+            self.redis.set(TOKENS_DROPPED_KEY, now())  # a rewrite already running: try again next sweep
+            return False
+        return True
+
+    # -- metrics ------------------------------------------------------------------------------
+    def _observe(self, pipe, status: JobStatus, seconds: float) -> None:
         key = f"{PREFIX}duration:{status.value}"
-        with self.redis.pipeline(transaction=True) as pipe:
-            for bound in DURATION_BUCKETS:
-                if seconds <= bound:
-                    pipe.hincrby(key, _bucket_field(bound), 1)
-            pipe.hincrbyfloat(key, "sum", seconds)
-            pipe.hincrby(key, "count", 1)
-            pipe.execute()
+        for bound in DURATION_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(key, _bucket_field(bound), 1)
+        pipe.hincrbyfloat(key, "sum", max(seconds, 0.0))
+        pipe.hincrby(key, "count", 1)
 
     def durations(self, status: JobStatus) -> tuple[list[tuple[str, int]], float]:
         raw = self.redis.hgetall(f"{PREFIX}duration:{status.value}")

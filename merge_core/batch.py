@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+Checkpoint = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def no_checkpoint(stage: str, done: int, total: int) -> None:
+    """The checkpoint of a batch built outside the engine: nothing to report, nobody to cancel."""
 
 
 @dataclass
@@ -15,6 +22,10 @@ class ModuleBatch:
     ``(N,)`` = PEFT scale × the adapter's weight, so adapter i's update is ``coef[i] · B[i] @ A[i]``.
     ``seeds`` are per-module seeds derived from the job seed and the module name, so random methods
     give the same result however modules are batched or ordered.
+
+    A kernel that iterates (DO-Merging's orthogonalization) calls ``checkpoint(stage, done, total)``
+    every few iterations: the engine reports it as progress and raises ``MergeCancelledError`` there
+    when the caller asked to stop, so a long batch neither hides its progress nor ignores a cancel.
     """
 
     names: list[str]
@@ -22,6 +33,7 @@ class ModuleBatch:
     B: list[torch.Tensor]
     coef: list[torch.Tensor]
     seeds: list[int] = field(default_factory=list)
+    checkpoint: Checkpoint = no_checkpoint
 
     @property
     def ranks(self) -> list[int]:

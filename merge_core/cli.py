@@ -16,11 +16,17 @@ def _progress_bar():
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
+    units = {"load": "adapter", "orthogonalize": "step"}
 
     def update(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="module" if stage != "load" else "adapter", file=sys.stderr)
+        if bar is None or done < bar.n or total != bar.total:  # a stage that restarts: orthogonalize, once per batch
+            if bar is not None:
+                bar.close()
+            transient = stage == "orthogonalize"
+            bar = bars[stage] = tqdm(
+                total=total, desc=stage, unit=units.get(stage, "module"), leave=not transient, file=sys.stderr
+            )
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

@@ -1,5 +1,6 @@
 """The per-module loop: group same-shaped modules into batches, run the method kernel on the chosen
-device, apply the output-rank policy, report progress, stop cleanly at a batch boundary on cancel."""
+device, apply the output-rank policy, report progress, stop cleanly on cancel: at a batch boundary, or
+at a checkpoint inside a kernel that iterates (``ModuleBatch.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import torch
 from merge_core.adapters import LoraAdapter
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import (
+    NAME_SHOWN,
     BaseModelMismatchError,
     InvalidAdapterConfigError,
     MergeCancelledError,
     MergeDivergedError,
     RankRequiredError,
     ShapeMismatchError,
+    shown,
 )
 from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
 from merge_core.registry import MergeMethod, MethodParams
@@ -72,8 +75,8 @@ def check_compatible(adapters: Sequence[LoraAdapter]) -> None:
             seen = shapes.setdefault(name, (module.shape, adapter.source))
             if seen[0] != module.shape:
                 raise ShapeMismatchError(
-                    f"module {name!r} is {list(seen[0])} in {seen[1]} but {list(module.shape)} in {adapter.source}",
-                    module=name,
+                    f"module {shown(name)} is {list(seen[0])} in {seen[1]} but {list(module.shape)} in {adapter.source}",
+                    module=name[:NAME_SHOWN],
                 )
 
 
@@ -101,10 +104,20 @@ def merge_adapters(
     seed = int(getattr(params, "seed", 0))
     result = MergedAdapter(modules={}, base_model=adapters[0].base_model, fan_in_fan_out=adapters[0].fan_in_fan_out)
     done = 0
-    for names, members in batches:
+
+    def cancel_point(where: str) -> None:
         if should_cancel is not None and should_cancel():
-            raise MergeCancelledError(f"cancelled after {done} of {total} modules", done=done, total=total)
+            raise MergeCancelledError(f"cancelled after {done} of {total} modules{where}", done=done, total=total)
+
+    def checkpoint(stage: str, step: int, steps: int) -> None:
+        cancel_point(f", in the batch after them at {stage} step {step} of {steps}")
+        if progress is not None:
+            progress(stage, step, steps)
+
+    for names, members in batches:
+        cancel_point("")
         batch = _build_batch(adapters, weights, names, members, device, dtype, seed)
+        batch.checkpoint = checkpoint
         out = method.kernel(batch, params)
         _check_finite(out, names, method.name)
         _collect(result, names, out, rank, seed)
@@ -152,10 +165,10 @@ def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
         if bad.any():
             modules = [name for name, b in zip(names, bad.tolist()) if b]
             raise MergeDivergedError(
-                f"{method} produced non-finite values in {len(modules)} module(s), first {modules[0]!r}; "
+                f"{method} produced non-finite values in {len(modules)} module(s), first {shown(modules[0])}; "
                 "its parameters make it numerically unstable",
                 method=method,
-                modules=modules[:10],
+                modules=[m[:NAME_SHOWN] for m in modules[:10]],
             )
 
 

@@ -7,6 +7,14 @@ and they pickle with their attributes intact, because Celery ships exceptions be
 
 from __future__ import annotations
 
+NAME_SHOWN = 200  # characters of a tensor or module name that a message quotes
+
+
+def shown(text: str, limit: int = NAME_SHOWN) -> str:
+    """A name read from an input file as messages quote it: cut to ``limit`` characters, then ``repr``'d.
+    Messages never quote other bytes of an input file (lengths, values, undecodable bytes)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
 
 class MergeError(Exception):
     """Base class. ``code`` is stable across releases; ``details`` is JSON-serializable context."""
@@ -63,6 +71,14 @@ class InvalidAdapterConfigError(MergeError, ValueError):
     code = "invalid_adapter_config"
 
 
+class UnsupportedPatternError(InvalidAdapterConfigError):
+    """A ``rank_pattern``/``alpha_pattern`` key we will not match: an invalid regex, one longer than the
+    limit, too many of them, or a feature RE2 lacks (backreferences, lookaround). Raised when the config
+    is read, before any tensor is; the message names the key."""
+
+    code = "unsupported_pattern"
+
+
 class UnsupportedAdapterError(MergeError, ValueError):
     """DoRA, trained biases, embedding LoRA, ``modules_to_save`` or a non-LoRA PEFT type."""
 
@@ -112,6 +128,7 @@ class BaseModelError(MergeError, ValueError):
 
 
 class MergeCancelledError(MergeError):
-    """Raised at a module boundary when the caller asked to stop; no partial output is left."""
+    """Raised at a module boundary, or every few steps inside a long kernel (``ModuleBatch.checkpoint``),
+    when the caller asked to stop; no partial output is left."""
 
     code = "cancelled"

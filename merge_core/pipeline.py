@@ -86,7 +86,20 @@ def run_merge(
     device: str | None = None,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    base_model_dir: Path | None = None,
 ) -> MergeOutcome:
+    """Merge ``spec.adapters`` into ``out_dir`` (created all at once, or not at all).
+
+    Args:
+        resolve: turns each adapter reference into a local folder (the CLI's default reads paths).
+        base_model_dir: where to read ``output.base_model`` from, when the caller has staged or
+            checked it (the service); the spec's own path still goes into the provenance.
+        progress, should_cancel: called at every batch and inside long kernels; a True from
+            ``should_cancel`` raises MergeCancelledError.
+
+    Raises:
+        MergeError: any of merge_core.errors (bad spec, adapter, source, or a diverging merge).
+    """
     started = time.monotonic()
     check_spec(spec)
     method = get_method(spec.method)
@@ -115,7 +128,7 @@ def run_merge(
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        files = _write(spec, merged, adapters[0].config.get("task_type"), tmp, progress)
+        files = _write(spec, merged, adapters[0].config.get("task_type"), tmp, progress, base_model_dir)
         card = render_model_card(spec, merged, sources, elapsed_s=time.monotonic() - started)
         (tmp / "README.md").write_text(card)
         (tmp / DIAGNOSTICS_NAME).write_text(json.dumps({"summary": merged.summary(), "modules": merged.diagnostics}, indent=1))
@@ -130,7 +143,8 @@ def run_merge(
     return MergeOutcome(out_dir, files, merged.summary(), sources, time.monotonic() - started, merged)
 
 
-def _write(spec: MergeSpec, merged: MergedAdapter, task_type, folder: Path, progress) -> list[str]:
+def _write(spec: MergeSpec, merged: MergedAdapter, task_type, folder: Path, progress, base_model_dir: Path | None) -> list[str]:
     if spec.output.kind == "merged_model":
-        return write_merged_model(merged, Path(spec.output.base_model), folder, dtype=spec.output.dtype, progress=progress)
+        base = base_model_dir or Path(spec.output.base_model)
+        return write_merged_model(merged, base, folder, dtype=spec.output.dtype, progress=progress)
     return write_adapter(merged, folder, dtype=spec.output.dtype, task_type=task_type)

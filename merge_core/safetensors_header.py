@@ -3,6 +3,10 @@
 The header is untrusted input: a hostile file can claim a multi-gigabyte header, offsets past the end
 of the file, overlapping tensors or a size that does not match its dtype and shape. Each of those is a
 ``CorruptSafetensorsError`` here, before ``safetensors`` maps a single byte of data.
+
+Messages say what is wrong without quoting what the file holds (a claimed length, a dtype, offsets,
+undecodable bytes): a file that is not safetensors at all must not have its bytes read back through an
+error. Only tensor names from a header that parsed as JSON appear, cut to ``NAME_SHOWN`` characters.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from merge_core.errors import AdapterTooLargeError, CorruptSafetensorsError
+from merge_core.errors import NAME_SHOWN, AdapterTooLargeError, CorruptSafetensorsError, shown
 
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -43,17 +47,25 @@ def read_header(path: Path, *, max_bytes: int | None = None) -> dict[str, Tensor
         (header_len,) = struct.unpack("<Q", fh.read(8))
         if header_len > min(MAX_HEADER_BYTES, size - 8):
             raise CorruptSafetensorsError(
-                f"{path.name} claims a {header_len}-byte header but the file holds {size - 8} bytes after the length",
+                f"{path.name}: its first 8 bytes claim a header longer than the file or over {MAX_HEADER_BYTES} bytes; "
+                "not a safetensors file, or a truncated one",
                 path=str(path),
             )
         raw = fh.read(header_len)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptSafetensorsError(f"{path.name}: header is not valid JSON ({exc})", path=str(path)) from None
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CorruptSafetensorsError(f"{path.name}: header is not valid UTF-8; not a safetensors file", path=str(path)) from None
+    except (ValueError, RecursionError):  # JSONDecodeError, over-long integers, nesting past the parser's stack
+        raise CorruptSafetensorsError(f"{path.name}: header is not valid JSON; not a safetensors file", path=str(path)) from None
     if not isinstance(header, dict):
         raise CorruptSafetensorsError(f"{path.name}: header is not a JSON object", path=str(path))
     header.pop("__metadata__", None)
+    for name in header:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape: JSON Python reads, but not UTF-8
+            raise CorruptSafetensorsError(f"{path.name}: a tensor name is not valid UTF-8", path=str(path)) from None
     return _check_entries(path, header, data_len=size - 8 - header_len)
 
 
@@ -63,39 +75,40 @@ def _check_entries(path: Path, header: dict, *, data_len: int) -> dict[str, Tens
         info = _parse_entry(path, name, entry)
         if info.end > data_len:
             raise CorruptSafetensorsError(
-                f"{path.name}: tensor {name!r} ends at byte {info.end} but the data section has {data_len} bytes "
-                "(truncated file or lying header)",
+                f"{path.name}: tensor {shown(name)} ends past the end of the data section (truncated file or lying header)",
                 path=str(path),
-                tensor=name,
+                tensor=name[:NAME_SHOWN],
             )
         infos[name] = info
     previous_end, previous = 0, None
     for name, info in sorted(infos.items(), key=lambda kv: kv[1].begin):
         if info.begin < previous_end:
-            raise CorruptSafetensorsError(f"{path.name}: tensors {previous!r} and {name!r} overlap", path=str(path), tensor=name)
+            raise CorruptSafetensorsError(
+                f"{path.name}: tensors {shown(previous)} and {shown(name)} overlap", path=str(path), tensor=name[:NAME_SHOWN]
+            )
         previous_end, previous = info.end, name
     return infos
 
 
 def _parse_entry(path: Path, name: str, entry: object) -> TensorInfo:
     def bad(why: str) -> CorruptSafetensorsError:
-        return CorruptSafetensorsError(f"{path.name}: tensor {name!r} {why}", path=str(path), tensor=name)
+        return CorruptSafetensorsError(f"{path.name}: tensor {shown(name)} {why}", path=str(path), tensor=name[:NAME_SHOWN])
 
     if not isinstance(entry, dict):
         raise bad("has no header entry object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
-        raise bad(f"has unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+        raise bad(f"has an unknown dtype (known: {', '.join(DTYPE_SIZES)})")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise bad(f"has an invalid shape {shape!r}")
+        raise bad("has an invalid shape (not a list of non-negative integers)")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise bad(f"has invalid data_offsets {offsets!r}")
+        raise bad("has invalid data_offsets (not two increasing non-negative integers)")
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if offsets[1] - offsets[0] != expected:
-        raise bad(f"claims {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs {expected}")
+        raise bad("has data_offsets that span a different size than its dtype and shape need")
     return TensorInfo(dtype=dtype, shape=tuple(shape), begin=offsets[0], end=offsets[1])

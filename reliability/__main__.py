@@ -10,30 +10,35 @@ import tempfile
 import time
 from pathlib import Path
 
-from reliability import faults, fuzz, hostile, load, security
+from reliability import confinement, faults, fuzz, hostile, load, regex_dos, security, shutdown
 from reliability.report import run_scenario, table
 from reliability.stack import ProcessStack
 
 # Main-stack settings: 2 workers (the load target), adapters up to 12 MiB (the size-limit case
 # writes a bigger one; the slow fault jobs stay under it), a short lease so lost workers are noticed fast.
-STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000, "job_lease_s": 6}
+STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000, "job_lease_s": 6, "stranded_after_s": 5}
 
 
 # (name, run(stack, base, fast)) in the order they run; tests/reliability parametrizes over it.
 SCENARIOS = [
     ("fault: worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_kill(stack)),
     ("fault: whole worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_node_kill(stack)),
+    ("fault: frozen holder (SIGSTOP past its lease)", lambda stack, base, fast: faults.frozen_holder(stack)),
     ("fault: Redis restart mid-run", lambda stack, base, fast: faults.redis_restart(stack)),
+    ("fault: Redis kill -9 while submitting", lambda stack, base, fast: faults.stranded_queued(stack)),
+    ("fault: serve stopped by SIGTERM/SIGHUP/SIGINT", lambda stack, base, fast: shutdown.serve_signals(base)),
     ("fault: API restart mid-run", lambda stack, base, fast: faults.api_restart(stack)),
     ("fault: Hub 503 x2 then 200 / 404", lambda stack, base, fast: faults.transient_and_missing_source(stack)),
     ("fault: unwritable result store", lambda stack, base, fast: faults.unwritable_sink(stack)),
     ("fault: disk full (RLIMIT_FSIZE)", lambda stack, base, fast: faults.disk_full(base)),
     ("input: hostile adapter corpus", lambda stack, base, fast: hostile.hostile_corpus(stack)),
     ("input: size limits", lambda stack, base, fast: hostile.size_limits(stack)),
+    ("input: catastrophic rank_pattern regex", lambda stack, base, fast: regex_dos.regex_dos(stack)),
     ("input: OpenAPI fuzzing", lambda stack, base, fast: fuzz.fuzz_openapi(stack, 1_000 if fast else 10_000)),
     ("security: tenant isolation", lambda stack, base, fast: security.tenant_isolation(stack)),
     ("security: per-job token secrecy", lambda stack, base, fast: security.secrets_stay_secret(stack)),
     ("security: authentication", lambda stack, base, fast: security.authentication_required(stack)),
+    ("security: local confinement (symlinks, data dir)", lambda stack, base, fast: confinement.confinement(stack)),
     ("load: queue bound 429", lambda stack, base, fast: load.queue_bound(stack)),
     (
         "load: jobs from concurrent clients",

@@ -14,6 +14,7 @@ from reliability.stack import ProcessStack
 from tests.factories import write_adapter_folder
 
 SLOW_SHAPES = {f"model.layers.{i}.mlp.up_proj": (512, 512) for i in range(300)}
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 def slow_spec(stack: ProcessStack, name: str) -> dict:
@@ -181,3 +182,87 @@ def worker_node_kill(stack: ProcessStack) -> dict:
     assert (done["status"], done["attempts"]) == ("succeeded", 2), done
     assert not (stack.settings.staging_dir / job["id"]).exists()
     return {"attempts": done["attempts"], "recovered_in_s": round(recovered_s, 1), "requeued_by": "another worker's lease check"}
+
+
+def frozen_holder(stack: ProcessStack) -> dict:
+    """SIGSTOP the process merging a job until another worker takes the job over, then SIGCONT it:
+    the woken holder notices its lost lease, abandons the attempt without writing anything, and the
+    job ends once, by the new holder, not cancelled (nobody asked)."""
+    spec = slow_spec(stack, "frozen")
+    with stack.client() as client:
+        job = client.post("/v1/merges", json=spec).json()
+        running = stack.wait_running(client, job["id"])
+        frozen = int(running["worker"].rsplit(":", 1)[1])
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 120
+            while True:  # taken over: running again, under another process
+                state = client.get(f"/v1/merges/{job['id']}").json()
+                if state["status"] == "running" and state["worker"] != running["worker"] or state["status"] in TERMINAL_STATES:
+                    break
+                assert time.monotonic() < deadline, f"never taken over: {state}"
+                time.sleep(0.1)
+            taken_over_s = round(time.monotonic() - deadline + 120, 1)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        done = stack.wait_terminal(client, job["id"])
+    deadline = time.monotonic() + 30
+    while "abandoned" not in (logs := "".join(p.read_text(errors="replace") for p in stack.base.glob("worker-*.log"))):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    finishes = logs.count(f"job {job['id']} succeeded")
+    assert (done["status"], done["cancel_requested"], done["attempts"]) == ("succeeded", False, 2), done
+    assert finishes == 1, f"the job was recorded as succeeded {finishes} times in the worker logs"
+    assert f"job {job['id']}: attempt 1" in logs and "abandoned" in logs, "the frozen holder did not report abandoning"
+    return {"taken_over_after_s": taken_over_s, "finished_once": True, "old_holder": "abandoned untouched"}
+
+
+def stranded_queued(stack: ProcessStack, rounds: int = 3, per_round: int = 12) -> dict:
+    """A job accepted with 202 reaches a worker within a bounded time after Redis crashes: (a) a queued
+    record whose message is gone gets one again from the workers' sweep; (b) Redis kill -9'ed and
+    restarted on its AOF while clients keep submitting, three times: every accepted job finishes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.records import JobRecord
+    from jobs.store import JobStore, connect
+
+    store = JobStore(connect(stack.settings.redis_url), finished_ttl_s=3600)
+    lost = JobRecord(tenant="alice", spec=small_spec(stack, "stranded"), queue=stack.settings.cpu_queue)
+    store.create(lost, max_queued=10_000)  # a record whose message never reached the broker
+    started = time.monotonic()
+    with stack.client() as client:
+        first = stack.wait_terminal(client, lost.id, timeout=stack.settings.stranded_after_s + 60)
+    resent_after_s = round(time.monotonic() - started, 1)
+    assert first["status"] == "succeeded", first
+
+    accepted: list[str] = []
+
+    def submit(i: int) -> None:
+        with stack.client() as client:
+            try:
+                response = client.post("/v1/merges", json=small_spec(stack, "crash", seed=i % 4))
+            except httpx.TransportError:
+                return
+            if response.status_code == 202:
+                accepted.append(response.json()["id"])
+
+    for round_ in range(rounds):
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(submit, round_ * per_round + i) for i in range(per_round)]
+            time.sleep(0.3)
+            stack.redis.kill()
+            time.sleep(0.5)
+            stack.redis.start()
+            for future in futures:
+                future.result()
+    restarted = time.monotonic()
+    with stack.client() as client:
+        finished = [stack.wait_terminal(client, job_id, timeout=stack.settings.stranded_after_s + 90) for job_id in accepted]
+    assert accepted, "no job was accepted around the crashes"
+    assert all(j["status"] == "succeeded" for j in finished), [(j["id"], j["status"], j["error"]) for j in finished]
+    return {
+        "lost_message_resent_in_s": resent_after_s,
+        "accepted_during_crashes": len(accepted),
+        "all_finished_in_s": round(time.monotonic() - restarted, 1),
+    }

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from app.embedded import stop_processes, worker_command
+from app.embedded import worker_command
+from jobs.processes import stop_processes
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
 from tests.standins.hub import HubStandIn

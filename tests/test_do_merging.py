@@ -140,3 +140,38 @@ def test_unstable_descent_fails_instead_of_saving_nan():
     assert exc.value.code == "merge_diverged" and exc.value.details["modules"]
     # The check is static only where it must be: without orthogonalization μ plays no part.
     assert do.parse_params({"ortho_mu": 10.0, "orthogonalize": False}).ortho_mu == 10.0
+
+
+def test_descent_calls_back_every_few_steps_and_stops_when_the_callback_raises():
+    X = torch.randn(1, 6, 40, dtype=torch.float64)
+    seen = []
+    out, _ = orthogonalize(X, [2, 2, 2], steps=35, lr=0.1, mu=1.0, on_steps=seen.append)
+    assert {10, 20, 30} <= set(seen) and seen[-1] == 35 and seen == sorted(seen)  # every 10 steps (or 0.2 s), and the last
+    assert torch.equal(out, orthogonalize(X, [2, 2, 2], steps=35, lr=0.1, mu=1.0)[0])  # the callback changes nothing
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_30(step):
+        if step >= 30:
+            raise Stop
+
+    with pytest.raises(Stop):
+        orthogonalize(X, [2, 2, 2], steps=10_000, lr=0.1, mu=1.0, on_steps=stop_at_30)
+
+
+def test_do_merging_reports_orthogonalize_steps_of_both_descents():
+    method = get_method("do_merging")
+    seen = []
+    merge_adapters(
+        make_adapters(),
+        method,
+        method.parse_params({"ortho_steps": 20}),
+        dtype=torch.float64,
+        progress=lambda *a: seen.append(a),
+    )
+    ortho = [done for stage, done, total in seen if stage == "orthogonalize" and total == 40]
+    # Two shape groups, one batch each: A's steps then B's, one count out of 2 × ortho_steps per batch.
+    assert len(ortho) == len([a for a in seen if a[0] == "orthogonalize"]) and ortho.count(40) == 2
+    assert {10, 20, 30} <= set(ortho)
+    assert seen[-1] == ("merge", len(SHAPES), len(SHAPES))

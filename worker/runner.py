@@ -1,8 +1,9 @@
 """Run one job: claim it, fetch its sources, merge with merge_core, publish, record the outcome.
 
 Safe to run twice for one job (a redelivered message after a worker died): the claim is an atomic
-transition, the merge writes to a per-job staging folder, publishing is all-or-nothing, and a job
-already published or finished is not redone.
+transition, the merge writes to a per-attempt staging folder, publishing is all-or-nothing, and a
+job already published or finished is not redone. Every write goes through the attempt's fence
+(worker.attempt), so an attempt that lost its job to another worker abandons it untouched.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
-import threading
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
-from jobs.lease import holder_is_gone, worker_id
+from jobs.lease import LeaseLostError, worker_id
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, ResultFile, now
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
@@ -25,92 +25,92 @@ from jobs.store import JobStore
 from merge_core.errors import MergeCancelledError, MergeError
 from merge_core.pipeline import ResolvedSource, run_merge
 from merge_core.spec import AdapterRef, MergeSpec
+from worker.attempt import Attempt
 from worker.errors import TransientError
 from worker.sinks import result_files
 from worker.sinks.hub import publish_hub
 from worker.sinks.local import publish_local
 from worker.sinks.s3 import publish_s3
 from worker.sources.hub import resolve_hub
-from worker.sources.local import resolve_local
+from worker.sources.local import Confinement, stage_base_model, stage_local
 from worker.sources.s3 import resolve_s3
 
 log = logging.getLogger("loramerge.worker")
-PROGRESS_EVERY_S = 0.5
+
+
+class RetryLater(Exception):
+    """A transient error: the job is back in ``queued``; the task re-sends it after ``delay_s``."""
+
+    def __init__(self, delay_s: float, cause: TransientError) -> None:
+        super().__init__(cause.message)
+        self.delay_s, self.cause = delay_s, cause
 
 
 class JobRunner:
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
         self.tokens = TokenBox.from_settings(settings)
-
-    def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running, or take over a running job whose worker is gone (jobs.lease).
-        None: nothing to do (finished, cancelled, or running under a live worker)."""
-        me = worker_id()
-
-        def mutate(record: JobRecord) -> bool:
-            if record.status == JobStatus.running and not holder_is_gone(record, self.settings.job_lease_s):
-                return False
-            if record.status not in (JobStatus.queued, JobStatus.running):
-                return False
-            record.status = JobStatus.running
-            record.attempts += 1
-            record.worker = me
-            record.started_at = record.started_at or now()
-            record.progress = JobProgress(stage="fetch", done=0, total=len(record.spec.get("adapters", [])))
-            return True
-
-        record = self.store.update(job_id, mutate)
-        if record is None or record.status != JobStatus.running or record.worker != me:
-            state = "unknown or expired" if record is None else f"{record.status.value} ({record.worker or 'no worker'})"
-            log.info("job %s: %s, not run by this delivery", job_id, state)
-            return None
-        if record.attempts > self.settings.max_attempts:
-            self.fail(
-                job_id, "too_many_attempts", f"gave up after {record.attempts - 1} attempts (worker lost or transient errors)"
-            )
-            return None
-        return record
+        self.confinement = Confinement.from_settings(settings)
 
     def run(self, job_id: str) -> JobStatus | None:
-        record = self.claim(job_id)
+        """The job's outcome, or None when this delivery had nothing to do or lost the job.
+        Raises RetryLater after a transient error with attempts left."""
+        record = self.store.claim(job_id, worker_id(), lease_s=self.settings.job_lease_s)
         if record is None:
+            current = self.store.get(job_id)
+            state = "unknown or expired" if current is None else f"{current.status.value} ({current.worker or 'no worker'})"
+            log.info("job %s: %s, not run by this delivery", job_id, state)
             return None
         staging = self.settings.staging_dir / job_id / str(record.attempts)
         for stale in staging.parent.glob("*"):  # leftovers of earlier attempts whose worker died
             if stale.name.isdigit() and int(stale.name) < record.attempts:
                 shutil.rmtree(stale, ignore_errors=True)
-        started = time.monotonic()
-        lease = self._keep_lease(job_id, record.worker)
         try:
-            status = self._execute(record, staging)
-        except MergeCancelledError:
-            status = self._finish(job_id, JobStatus.cancelled, progress=JobProgress(stage="cancelled"))
-        except TransientError:
-            raise  # the task decides: retry with backoff, or fail once attempts are spent
-        except MergeError as exc:
-            status = self.fail(job_id, exc.code, exc.message)
-        except OSError as exc:  # our own disk: staging, result store, Hub cache
-            code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
-            status = self.fail(job_id, code, f"the worker could not write its files: {exc.strerror or exc}")
+            with Attempt(self.store, record, self.settings, staging) as attempt:
+                return self._attempt(record, attempt, staging)
+        except LeaseLostError as exc:
+            log.warning("%s; attempt abandoned, nothing recorded or published", exc)
+            return None
         finally:
-            lease.set()
             shutil.rmtree(staging, ignore_errors=True)
             _remove_if_empty(staging.parent)
-        if status is not None:
-            self.store.observe_duration(status, time.monotonic() - started)
-        return status
 
-    def fail(self, job_id: str, code: str, message: str) -> JobStatus | None:
-        log.warning("job %s failed: %s", job_id, code)
-        return self._finish(job_id, JobStatus.failed, error=JobError(code=code, message=message))
+    def _attempt(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
+        if record.attempts > self.settings.max_attempts:
+            return self._fail(
+                attempt, "too_many_attempts", f"gave up after {record.attempts - 1} attempts (worker lost or transient errors)"
+            )
+        try:
+            return self._execute(record, attempt, staging)
+        except MergeCancelledError:
+            return attempt.finish(JobStatus.cancelled, progress=JobProgress(stage="cancelled"))
+        except TransientError as exc:
+            if record.attempts >= self.settings.max_attempts:
+                return self._fail(attempt, exc.code, f"{exc.message} (gave up after {record.attempts} attempts)")
+            delay = self.settings.retry_backoff_s * 2 ** (record.attempts - 1)
+            attempt.requeue(progress=JobProgress(stage=f"retrying in {delay:.0f} s: {exc.code}"), not_before=now() + delay)
+            log.warning("job %s: transient %s, retry %d in %.1f s", record.id, exc.code, record.attempts, delay)
+            raise RetryLater(delay, exc) from None
+        except MergeError as exc:
+            return self._fail(attempt, exc.code, exc.message)
+        except SoftTimeLimitExceeded:
+            limit = self.settings.job_soft_time_limit_s
+            return self._fail(attempt, "time_limit_exceeded", f"the job ran past {limit} s (LORAMERGE_JOB_SOFT_TIME_LIMIT_S)")
+        except OSError as exc:  # our own disk: staging, result store, Hub cache
+            code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
+            return self._fail(attempt, code, f"the worker could not write its files: {exc.strerror or exc}")
+        except LeaseLostError:
+            raise
+        except Exception as exc:
+            log.exception("job %s: unexpected error", record.id)
+            return self._fail(attempt, "internal_error", f"unexpected {type(exc).__name__}; the worker log has the details")
 
-    def _finish(self, job_id: str, status: JobStatus, **changes) -> JobStatus | None:
-        _, moved = self.store.transition(job_id, status, allowed_from={JobStatus.queued, JobStatus.running}, **changes)
-        return status if moved else None
+    def _fail(self, attempt: Attempt, code: str, message: str) -> JobStatus:
+        log.warning("job %s failed: %s", attempt.job_id, code)
+        return attempt.finish(JobStatus.failed, error=JobError(code=code, message=message))
 
     # -- the job ------------------------------------------------------------------------------
-    def _execute(self, record: JobRecord, staging: Path) -> JobStatus | None:
+    def _execute(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
         spec = MergeSpec.model_validate(record.spec)
         token = self._token(record)
         pinned: list[PinnedSource] = []
@@ -120,20 +120,26 @@ class JobRunner:
             pinned.append(
                 PinnedSource(source=ref.source, requested_revision=ref.revision, revision=resolved.revision, weight=ref.weight)
             )
-            self.store.update(record.id, lambda r: _set_sources(r, pinned))
+            attempt.set_sources(pinned)
             return resolved
 
-        outcome = run_merge(
-            spec,
-            staging / "out",
-            resolve=resolve,
-            allow_pickle=self.settings.allow_pickle,
-            max_adapter_bytes=self.settings.max_adapter_bytes,
-            device=self.settings.device,
-            progress=self._progress(record.id),
-            should_cancel=self._cancel_check(record.id),
-        )
-        self._set_progress(record.id, "publish", 0, 1)
+        with ExitStack() as held:
+            base_model_dir = None
+            if spec.output.kind == "merged_model":  # confined again here: the record may predate these roots
+                base = stage_base_model(spec.output.base_model, confinement=self.confinement, into=staging / "base_model")
+                base_model_dir = held.enter_context(base).path
+            outcome = run_merge(
+                spec,
+                staging / "out",
+                resolve=resolve,
+                allow_pickle=self.settings.allow_pickle,
+                max_adapter_bytes=self.settings.max_adapter_bytes,
+                device=self.settings.device,
+                progress=attempt.progress,
+                should_cancel=attempt.should_cancel,
+                base_model_dir=base_model_dir,
+            )
+        attempt.before_publish()
         uri = self._publish(spec, record, outcome.out_dir, token)
         folder = self.settings.results_dir / record.id if uri.startswith("file://") else outcome.out_dir
         files = [ResultFile(path=p.relative_to(folder).as_posix(), size=p.stat().st_size) for p in result_files(folder)]
@@ -144,13 +150,20 @@ class JobRunner:
             artifact_url=f"/v1/merges/{record.id}/artifact" if uri.startswith("file://") else None,
         )
         log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, uri)
-        return self._finish(record.id, JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
+        return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
     def _resolve(self, ref: AdapterRef, index: int, token: str | None, staging: Path) -> ResolvedSource:
         field = f"adapters[{index}].source"
         kind = source_kind(ref.source)
-        if kind == "local":
-            return resolve_local(ref.source, local_roots=self.settings.local_roots, field=field)
+        if kind == "local":  # copied into staging: merge_core never opens a file under the roots itself
+            return stage_local(
+                ref.source,
+                confinement=self.confinement,
+                into=staging / "sources" / str(index),
+                field=field,
+                allow_pickle=self.settings.allow_pickle,
+                max_bytes=self.settings.max_adapter_bytes,
+            )
         if kind == "s3":
             return resolve_s3(
                 ref.source,
@@ -182,70 +195,6 @@ class JobRunner:
         if record.hub_token_enc:
             return self.tokens.open(record.hub_token_enc)
         return self.settings.hub_token.get_secret_value() if self.settings.hub_token else None
-
-    def _keep_lease(self, job_id: str, me: str) -> threading.Event:
-        """Refresh ``updated_at`` while the job runs, also through long downloads with no progress."""
-        stop = threading.Event()
-
-        def touch(record: JobRecord) -> bool:
-            return record.status == JobStatus.running and record.worker == me
-
-        def keep() -> None:
-            while not stop.wait(self.settings.job_lease_s / 4):
-                try:
-                    self.store.update(job_id, touch, patient=False)
-                except redis.RedisError:
-                    pass
-
-        threading.Thread(target=keep, name=f"lease-{job_id[:8]}", daemon=True).start()
-        return stop
-
-    # -- progress and cancel, throttled: the merge calls these once per module batch ----------
-    def _progress(self, job_id: str):
-        last = [0.0]
-
-        def report(stage: str, done: int, total: int) -> None:
-            moment = time.monotonic()
-            if done >= total or moment - last[0] >= PROGRESS_EVERY_S:
-                last[0] = moment
-                self._set_progress(job_id, stage, done, total)
-
-        return report
-
-    def _set_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
-        """Best effort: a Redis outage must not abort a merge over a progress line."""
-
-        def mutate(record: JobRecord) -> bool:
-            if record.status != JobStatus.running:
-                return False
-            record.progress = JobProgress(stage=stage, done=done, total=total)
-            return True
-
-        try:
-            self.store.update(job_id, mutate, patient=False)
-        except redis.RedisError:
-            log.warning("job %s: progress not recorded (Redis unavailable)", job_id)
-
-    def _cancel_check(self, job_id: str):
-        last, answer = [0.0], [False]
-
-        def should_cancel() -> bool:
-            moment = time.monotonic()
-            if not answer[0] and moment - last[0] >= PROGRESS_EVERY_S / 2:
-                last[0] = moment
-                try:
-                    record = self.store.get(job_id, patient=False)
-                except redis.RedisError:
-                    return False  # unknown during an outage: keep merging, ask again later
-                answer[0] = record is None or record.cancel_requested or record.status != JobStatus.running
-            return answer[0]
-
-        return should_cancel
-
-
-def _set_sources(record: JobRecord, pinned: list[PinnedSource]) -> bool:
-    record.sources = list(pinned)
-    return True
 
 
 def _remove_if_empty(folder: Path) -> None:

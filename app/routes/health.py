@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import ServicesDep
 from app.errors import error_body
-from jobs.heartbeat import live_workers
+from jobs.heartbeat import live_processes, live_workers
 
 router = APIRouter(tags=["health"])
 
@@ -21,15 +21,20 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(services: ServicesDep):
-    """Ready when Redis answers and at least one worker has sent a heartbeat."""
+    """Ready when Redis answers and at least one worker process that runs jobs has sent a heartbeat
+    recently (a process stuck in code that holds the GIL stops beating and is not counted)."""
     try:
         services.store.redis.ping()
         workers = live_workers(services.store.redis)
+        processes = live_processes(services.store.redis)
     except Exception:
         return JSONResponse(error_body("store_unavailable", "Redis is unreachable"), status_code=503)
-    if not workers:
-        return JSONResponse(error_body("no_workers", "no worker has sent a heartbeat recently"), status_code=503)
-    return {"status": "ready", "workers": sorted(workers)}
+    if not workers or not processes:
+        return JSONResponse(
+            error_body("no_workers", "no worker process has sent a heartbeat recently", {"worker_nodes": len(workers)}),
+            status_code=503,
+        )
+    return {"status": "ready", "workers": sorted(workers), "processes": len(processes)}
 
 
 @router.get("/metrics", response_class=Response)

@@ -14,8 +14,8 @@ from app.errors import ApiError, not_found
 from app.schemas import ERROR_RESPONSES, JobPublic, JobsPublic
 from app.submission import fingerprint, needs_hub, validate_submission
 from app.tar_stream import tar_folder
-from jobs.queue import RUN_MERGE_TASK
-from jobs.records import JobError, JobProgress, JobRecord, JobStatus
+from jobs.queue import enqueue
+from jobs.records import JobError, JobRecord, JobStatus
 from jobs.store import IdempotencyConflictError, QueueFullError
 from merge_core.spec import MergeSpec
 
@@ -62,7 +62,7 @@ def create_merge(
 
 def _enqueue(services, record: JobRecord) -> None:
     try:
-        services.celery.send_task(RUN_MERGE_TASK, args=[record.id], queue=record.queue)
+        enqueue(services.celery, record)
     except Exception:
         log.exception("enqueue failed for job %s", record.id)
         services.store.transition(
@@ -100,21 +100,9 @@ def get_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPubli
 
 @router.delete("/{job_id}", status_code=202, response_model=JobPublic)
 def cancel_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
-    """Cancel: a queued job never runs; a running one stops at the next module boundary and leaves no result."""
-    if services.store.get(job_id, tenant=tenant) is None:
-        raise not_found(job_id)
-
-    def mutate(record: JobRecord) -> bool:
-        if record.status == JobStatus.queued:
-            record.status = JobStatus.cancelled
-            record.progress = JobProgress(stage="cancelled")
-            return True
-        if record.status == JobStatus.running and not record.cancel_requested:
-            record.cancel_requested = True
-            return True
-        return False
-
-    record = services.store.update(job_id, mutate)
+    """Cancel: a queued job never runs; a running one stops at its next check (within seconds, at most
+    `LORAMERGE_CANCEL_GRACE_S` later) and leaves no result."""
+    record = services.store.request_cancel(job_id, tenant=tenant)
     if record is None:
         raise not_found(job_id)
     if record.status in (JobStatus.succeeded, JobStatus.failed):

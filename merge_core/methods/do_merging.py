@@ -1,6 +1,7 @@
 """DO-Merging (Decouple and Orthogonalize, arXiv 2505.15875), exact in factored form (METHOD.md §1).
 
-1. Orthogonalize the A factors and the B factors of the adapters, layer by layer (span-reduced GD).
+1. Orthogonalize the A factors and the B factors of the adapters, layer by layer (span-reduced GD),
+   reporting stage ``orthogonalize`` (steps of both descents) at ``batch.checkpoint``, where a cancel lands.
 2. Decouple each update ``W_i = s_i B̂_i Â_i`` into magnitudes ``α_i`` (slice norms along
    ``magnitude_axis``, computed from factors) and directions ``W_i / α_i``.
 3. Merge: ``ΔW = λ · ᾱ ⊙ Σ_j W_j / α_j`` with ``ᾱ`` the mean magnitude. Rescaling slices of one
@@ -74,9 +75,16 @@ def do_merging(batch: ModuleBatch, params: DOMergingParams) -> BatchResult:
     As = list(batch.A)
     diagnostics: dict[str, torch.Tensor] = {}
     if params.orthogonalize and batch.n_adapters > 1:
-        ortho = dict(steps=params.ortho_steps, lr=params.ortho_lr, mu=params.ortho_mu)
-        A_hat, stats_a = orthogonalize(torch.cat(As, dim=-2), ranks, **ortho)
-        Bt_hat, stats_b = orthogonalize(torch.cat([b.transpose(-1, -2) for b in Bs], dim=-2), ranks, **ortho)
+        steps = params.ortho_steps
+        ortho = dict(steps=steps, lr=params.ortho_lr, mu=params.ortho_mu)
+
+        def report(offset: int):  # one count over both descents: A's steps, then B's
+            return lambda done: batch.checkpoint("orthogonalize", offset + done, 2 * steps)
+
+        A_hat, stats_a = orthogonalize(torch.cat(As, dim=-2), ranks, on_steps=report(0), **ortho)
+        Bt_hat, stats_b = orthogonalize(
+            torch.cat([b.transpose(-1, -2) for b in Bs], dim=-2), ranks, on_steps=report(steps), **ortho
+        )
         As = _split(A_hat, ranks, dim=-2)
         Bs = [bt.transpose(-1, -2) for bt in _split(Bt_hat, ranks, dim=-2)]
         diagnostics.update(

@@ -10,9 +10,16 @@ the final ``(I + Z) X̃`` touch ``d``. ``orthogonalize_dense`` is the literal re
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+# ``on_steps`` runs every CHECK_EVERY steps (a step is a few R×R matmuls, often microseconds), or sooner when
+# a step is slow (R in the thousands): a cancel lands within about max(10 steps, CHECK_EVERY_S).
+CHECK_EVERY = 10
+CHECK_EVERY_S = 0.2
 
 
 @dataclass
@@ -40,18 +47,34 @@ def _block_sums(values: torch.Tensor, ids: torch.Tensor, n_blocks: int) -> torch
     return out.index_add_(1, ids, values)
 
 
-def orthogonalize(X: torch.Tensor, ranks: list[int], *, steps: int, lr: float, mu: float):
-    """Orthogonalize the blocks of ``X (N, R, d)`` with ``R = Σ ranks``; returns ``(X̂, OrthoStats)``."""
+def orthogonalize(
+    X: torch.Tensor,
+    ranks: list[int],
+    *,
+    steps: int,
+    lr: float,
+    mu: float,
+    on_steps: Callable[[int], None] | None = None,
+):
+    """Orthogonalize the blocks of ``X (N, R, d)`` with ``R = Σ ranks``; returns ``(X̂, OrthoStats)``.
+
+    ``on_steps(done)`` is called every ``CHECK_EVERY`` steps or ``CHECK_EVERY_S`` seconds, whichever comes
+    first, and after the last step: the caller reports progress there and may raise to stop (a cancel),
+    which abandons the descent."""
     ids = block_ids(ranks, X.device)
     X_tilde, norms, row_norm = _normalize(X, ids, len(ranks))
     off = (ids.unsqueeze(0) != ids.unsqueeze(1)).to(X.dtype)  # 1 where rows belong to different blocks
     gram = X_tilde @ X_tilde.transpose(-1, -2)  # (N, R, R)
     eye = torch.eye(gram.shape[-1], dtype=X.dtype, device=X.device)
     Z = torch.zeros_like(gram)
-    for _ in range(steps):
+    last = time.monotonic()
+    for step in range(1, steps + 1):
         M = eye + Z
         P = M @ gram @ M.transpose(-1, -2)  # Y Yᵀ
         Z = Z - lr * (2 * (P * off) @ M + 2 * mu * Z)
+        if on_steps is not None and (step % CHECK_EVERY == 0 or step == steps or time.monotonic() - last >= CHECK_EVERY_S):
+            on_steps(step)
+            last = time.monotonic()
     M = eye + Z
     P_final = M @ gram @ M.transpose(-1, -2)
     perturbation = _block_sums(torch.diagonal(Z @ gram @ Z.transpose(-1, -2), dim1=-2, dim2=-1), ids, len(ranks))

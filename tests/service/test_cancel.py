@@ -97,3 +97,59 @@ def test_cancel_finished_job_is_409(stack, alice):
     wait_terminal(alice, job["id"])
     response = alice.delete(f"/v1/merges/{job['id']}")
     assert (response.status_code, response.json()["error"]["code"]) == (409, "job_finished")
+
+
+def test_cancel_lands_inside_one_long_batch_within_seconds(stack, alice):
+    """All modules in one batch and 10^4 orthogonalization steps (about 10 s here): the cancel is honoured
+    at the next few steps, not after the batch, and progress moves through the steps meanwhile."""
+    shapes = {f"model.layers.{i}.mlp.up_proj": (256, 256) for i in range(8)}
+    sources = [str(write_adapter_folder(stack.roots / f"ortho-{i}", shapes=shapes, rank=16, seed=10 + i)) for i in range(3)]
+    spec = {"method": "do_merging", "adapters": [{"source": s} for s in sources], "params": {"ortho_steps": 10_000}}
+    job = alice.post("/v1/merges", json=spec).json()
+    deadline = time.monotonic() + 60
+    seen = set()
+    while len(seen) < 2:  # two different step counts: progress moves inside the batch
+        state = alice.get(f"/v1/merges/{job['id']}").json()
+        if state["progress"]["stage"] == "orthogonalize":
+            seen.add(state["progress"]["done"])
+        assert state["status"] in ("queued", "running") and time.monotonic() < deadline, state
+        time.sleep(0.05)
+    asked = time.monotonic()
+    assert alice.delete(f"/v1/merges/{job['id']}").status_code == 202
+    done = wait_terminal(alice, job["id"], timeout=30)
+    assert done["status"] == "cancelled" and done["attempts"] == 1, done
+    assert time.monotonic() - asked < 5
+
+
+def test_a_cancel_the_merge_cannot_honour_ends_the_process(tmp_path, stack):
+    """A single operation that never reaches a check (simulated: the merge thread sleeps): the lease
+    keeper records the job cancelled ``cancel_grace_s`` after the request and ends the process."""
+    import subprocess
+    import sys
+
+    from jobs.records import JobRecord
+
+    store = JobStore(connect(stack.settings.redis_url), finished_ttl_s=600)
+    record, _ = store.create(JobRecord(tenant="alice", spec={"method": "x"}, queue="nowhere"), max_queued=10_000)
+    program = f"""
+import time
+from jobs.lease import worker_id
+from jobs.store import JobStore, connect
+from jobs.settings import Settings
+from worker.attempt import Attempt
+settings = Settings(data_dir={str(tmp_path)!r}, cancel_grace_s=1, job_lease_s=8)
+store = JobStore(connect({stack.settings.redis_url!r}), finished_ttl_s=600)
+claimed = store.claim({record.id!r}, worker_id(), lease_s=8)
+with Attempt(store, claimed, settings, {str(tmp_path / "staging")!r}):
+    print("claimed", flush=True)
+    time.sleep(60)  # one long uninterruptible operation
+print("not stopped")
+"""
+    child = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "claimed"
+    store.request_cancel(record.id, tenant="alice")
+    asked = time.monotonic()
+    assert child.wait(timeout=20) == 3
+    assert time.monotonic() - asked < 8
+    done = store.get(record.id)
+    assert done.status == JobStatus.cancelled and done.progress.stage == "cancelled"

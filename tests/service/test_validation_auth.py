@@ -53,6 +53,27 @@ def test_source_errors_name_the_field(alice, source, code):
     assert error["code"] == code and "adapters[0].source" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("adapter", "output", "code", "expected"),
+    [
+        ({"source": "/roots/a\u0000b"}, {}, "invalid_source", "control characters"),
+        ({"source": "/roots/a\nb"}, {}, "invalid_source", "control characters"),
+        ({"source": "org/name\n"}, {}, "invalid_source", "not a Hub ID (org/name"),
+        ({"source": "org/name", "revision": "main\n"}, {}, "invalid_source", "not a branch, tag or commit sha"),
+        ({"source": "org/name"}, {"destination": "hf://org/name\n"}, "invalid_destination", "'hf://org/name'"),
+        ({"source": "org/name"}, {"destination": "hf://a..b/c..d"}, "invalid_destination", "no '..' or '--'"),
+        ({"source": "org/name"}, {"destination": "hf://a--b/c"}, "invalid_destination", "no '..' or '--'"),
+        ({"source": "org/name"}, {"destination": "s3://bucket/out\n"}, "invalid_source", "s3://bucket/prefix"),
+        ({"source": "org/name"}, {"kind": "merged_model", "base_model": "/roots/b\u0000"}, "invalid_source", "control"),
+    ],
+)
+def test_nul_and_trailing_newlines_are_422(alice, adapter, output, code, expected):
+    """Issue 11: a NUL was a 500 (dropped connection); `$` let a trailing newline through."""
+    response = _post(alice, method="task_arithmetic", adapters=[adapter], output=output)
+    assert (response.status_code, response.json()["error"]["code"]) == (422, code), response.text
+    assert expected in response.json()["error"]["message"]
+
+
 def test_symlink_and_dotdot_escapes_are_refused(stack, alice, tmp_path):
     outside = write_adapter_folder(tmp_path / "outside", seed=3)
     link = stack.roots / "escape-link"

@@ -32,9 +32,7 @@ def publish_hub(folder: Path, *, repo_id: str, private: bool, token: str | None,
             except Exception:
                 pass
         if isinstance(exc, TransientError):
-            raise DestinationUnavailableError(
-                f"the Hub is unavailable for hf://{repo_id}; will retry", destination=repo_id
-            ) from None
+            raise DestinationUnavailableError(f"the Hub is unavailable for hf://{repo_id}", destination=repo_id) from None
         code = getattr(exc, "code", type(exc).__name__)
         raise DestinationError(
             f"publishing to hf://{repo_id} failed ({code}); nothing was left behind", destination=repo_id

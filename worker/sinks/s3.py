@@ -1,13 +1,15 @@
 """``s3://bucket/prefix`` destinations. S3 has no rename, so a failed upload deletes what it wrote;
-objects carry the job id so that a redelivered job may overwrite its own earlier upload, and nothing else."""
+objects carry the job id so that a redelivered job may overwrite its own earlier upload, and nothing else.
+A 5xx, throttling or an unreachable store is ``destination_unavailable`` (retried, as sources are);
+anything else fails the job at once as ``destination_failed``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from jobs.sources import parse_s3
-from worker.errors import DestinationError, DestinationExistsError
-from worker.s3 import s3_client
+from worker.errors import DestinationError, DestinationExistsError, DestinationUnavailableError
+from worker.s3 import classify, s3_client
 from worker.sinks import result_files
 
 JOB_META = "loramerge-job"
@@ -35,7 +37,10 @@ def publish_s3(folder: Path, *, uri: str, job_id: str, endpoint_url: str | None)
                 client.delete_object(Bucket=bucket, Key=key)
             except Exception:
                 pass
-        raise DestinationError(
-            f"upload to {uri} failed ({type(exc).__name__}); nothing was left behind", destination=uri
-        ) from None
+        kind, what = classify(exc)
+        if kind == "transient":
+            raise DestinationUnavailableError(
+                f"upload to {uri} failed: {what}; nothing was left behind", destination=uri
+            ) from None
+        raise DestinationError(f"upload to {uri} failed: {what}; nothing was left behind", destination=uri) from None
     return f"s3://{bucket}/{prefix}"

@@ -1,7 +1,8 @@
 """Resolvers: turn an AdapterRef into a local folder plus a pinned revision.
 
 Only the adapter files are fetched (``adapter_config.json`` and the weights); the folder is
-confined (local), pinned (Hub commit sha, S3 ETag) and recorded for provenance.
+confined and staged (local: every file, see local.py), pinned (Hub commit sha, S3 ETag, sha256)
+and recorded for provenance.
 """
 
 from __future__ import annotations

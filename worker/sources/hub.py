@@ -1,8 +1,13 @@
 """Hugging Face Hub sources: pin ``revision`` to a commit sha, then download the adapter files of
-that exact commit into the shared cache. ``HF_ENDPOINT`` points the client at a mirror or stand-in."""
+that exact commit into the shared cache. ``HF_ENDPOINT`` points the client at a mirror or stand-in.
+
+Errors: 5xx, 429 and network failures are transient (retried with backoff); missing or denied repos
+are permanent; our own disk filling up while caching is the runner's ``storage_full``, never a
+"Hub unavailable" retry."""
 
 from __future__ import annotations
 
+import errno
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,9 +62,13 @@ def hub_errors(repo: str):
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status is None or status >= 500 or status == 429:
-            raise TransientError(f"the Hub answered {status} for {repo}; will retry", source=repo, status=status) from None
+            raise TransientError(f"the Hub answered {status} for {repo}", source=repo, status=status) from None
         if status in (401, 403):
             raise SourceForbiddenError(f"{repo}: access denied ({status})", source=repo) from None
         raise SourceNotFoundError(f"{repo}: the Hub answered {status}", source=repo) from None
-    except (httpx2.TransportError, OSError, TimeoutError) as exc:
-        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__}); will retry", source=repo) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise  # the Hub cache's disk is full: storage_full, not a Hub outage
+        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None
+    except (httpx2.TransportError, TimeoutError) as exc:
+        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None

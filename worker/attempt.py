@@ -1,0 +1,142 @@
+"""One claimed attempt at a job: its fence, its lease, and every write it makes to the record.
+
+The pipeline (worker.runner) does the work; this object is the only way it talks to the JobStore,
+so every write is fenced (jobs.lease). A keeper thread refreshes the lease and watches for a cancel
+request: the merge notices a cancel at its next check (batch boundary, orthogonalization steps);
+if it has not stopped ``cancel_grace_s`` later (a long single operation), the keeper records the job
+cancelled and ends the worker process, which Celery replaces. A frozen holder that wakes up after
+another worker took its job over raises LeaseLostError at its next write or check, and abandons.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from jobs.lease import Fence, LeaseLostError
+from jobs.records import JobProgress, JobRecord, JobStatus, PinnedSource
+from jobs.settings import Settings
+from jobs.store import JobStore
+
+log = logging.getLogger("loramerge.worker")
+
+
+class Attempt:
+    def __init__(self, store: JobStore, record: JobRecord, settings: Settings, staging: Path) -> None:
+        self.store, self.settings, self.staging = store, settings, staging
+        self.job_id = record.id
+        self.fence = Fence(attempt=record.attempts, worker=record.worker or "")
+        self.stage = "fetch"  # fetch, merge, publish: the keeper never kills a publishing attempt
+        self.lost = threading.Event()
+        self.cancel_seen_at: float | None = None
+        self._stop = threading.Event()
+        self._last_progress = 0.0
+        self._last_cancel_check = 0.0
+        self._keeper = threading.Thread(target=self._keep, name=f"lease-{record.id[:8]}", daemon=True)
+
+    # -- lease keeper -------------------------------------------------------------------------
+    def __enter__(self) -> Attempt:
+        self._keeper.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _keep(self) -> None:
+        refresh_every = self.settings.job_lease_s / 4
+        last_refresh = time.monotonic()
+        while not self._stop.wait(min(1.0, refresh_every)):
+            try:
+                if time.monotonic() - last_refresh >= refresh_every:
+                    cancel = self.store.refresh_lease(self.job_id, self.fence).cancel_requested
+                    last_refresh = time.monotonic()
+                else:
+                    cancel = self.store.cancel_requested(self.job_id, self.fence)
+            except LeaseLostError as exc:
+                log.warning("%s; abandoning the attempt at its next check", exc)
+                self.lost.set()
+                return
+            except redis.RedisError:
+                continue  # Redis restarting: the lease survives lease_s of silence
+            if cancel:
+                self._watch_cancel()
+
+    def _watch_cancel(self) -> None:
+        moment = time.monotonic()
+        if self.cancel_seen_at is None:
+            self.cancel_seen_at = moment
+        overdue = moment - self.cancel_seen_at > self.settings.cancel_grace_s
+        if not overdue or self.stage == "publish" or self._stop.is_set():
+            return
+        try:
+            self.store.finish(self.job_id, self.fence, JobStatus.cancelled, progress=JobProgress(stage="cancelled"))
+        except (LeaseLostError, redis.RedisError):
+            return
+        log.warning(
+            "job %s: cancel not honoured within %.0f s (stage %s); recorded cancelled, ending this worker process",
+            self.job_id,
+            self.settings.cancel_grace_s,
+            self.stage,
+        )
+        shutil.rmtree(self.staging, ignore_errors=True)
+        logging.shutdown()
+        os._exit(3)  # Celery's parent starts a new process; the redelivered message finds the job cancelled
+
+    # -- the pipeline's writes ------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise LeaseLostError if the keeper saw the lease go."""
+        if self.lost.is_set():
+            raise LeaseLostError(self.job_id, self.fence, None)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """Throttled and best effort: a Redis outage must not abort a merge over a progress line."""
+        self.check()
+        moment = time.monotonic()
+        if done < total and moment - self._last_progress < self.settings.progress_interval_s:
+            return
+        self._last_progress = moment
+        try:
+            self.store.set_progress(self.job_id, self.fence, JobProgress(stage=stage, done=done, total=total))
+        except redis.RedisError:
+            log.warning("job %s: progress not recorded (Redis unavailable)", self.job_id)
+
+    def should_cancel(self) -> bool:
+        """Asked by the merge at each check point; only a client's cancel request answers True."""
+        self.check()
+        if self.cancel_seen_at is not None:
+            return True
+        moment = time.monotonic()
+        if moment - self._last_cancel_check < self.settings.progress_interval_s / 2:
+            return False
+        self._last_cancel_check = moment
+        try:
+            cancel = self.store.cancel_requested(self.job_id, self.fence)
+        except redis.RedisError:
+            return False  # unknown during an outage: keep merging, ask again later
+        if cancel:
+            self.cancel_seen_at = moment
+        return cancel
+
+    def set_sources(self, sources: list[PinnedSource]) -> None:
+        self.check()
+        self.store.set_sources(self.job_id, self.fence, sources)
+
+    def before_publish(self) -> None:
+        """The last check before anything leaves staging: this attempt still holds the job."""
+        self.check()
+        self.stage = "publish"
+        self.store.refresh_lease(self.job_id, self.fence)
+        self.progress("publish", 0, 1)
+
+    def finish(self, status: JobStatus, **changes) -> JobStatus:
+        self.store.finish(self.job_id, self.fence, status, **changes)
+        return status
+
+    def requeue(self, *, progress: JobProgress, not_before: float) -> None:
+        self.store.requeue(self.job_id, self.fence, progress=progress, not_before=not_before)
