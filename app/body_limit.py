@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-from app.errors import error_body
+from app.errors import error_response
+from jobs.errors import ErrorCode
 
 
 class BodyLimitMiddleware:
@@ -16,7 +15,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(scope, receive, send)
         seen = 0
 
         async def limited_receive():
@@ -31,15 +30,11 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send) -> None:
-        body = json.dumps(
-            error_body("request_too_large", f"request body over {self.max_bytes} bytes (LORAMERGE_MAX_REQUEST_BYTES)")
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope, receive, send) -> None:
+        message = f"request body over {self.max_bytes} bytes (LORAMERGE_MAX_REQUEST_BYTES)"
+        await error_response(ErrorCode.request_too_large, message)(scope, receive, send)
 
 
 class _TooLarge(Exception):

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from jobs.errors import ErrorCode
 from merge_core import cli as core_cli
 
 
@@ -25,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValueError as exc:
-        print(f"error [invalid_settings]: {exc}", file=sys.stderr)
+        print(f"error [{ErrorCode.invalid_settings}]: {exc}", file=sys.stderr)
         return 2
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
 

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from prometheus_client.registry import CollectorRegistry
 
 from app.errors import ApiError
+from jobs.errors import ErrorCode
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -46,13 +47,15 @@ def get_tenant(request: Request, services: ServicesDep) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
-        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <api key>`", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            ErrorCode.unauthenticated, "send `Authorization: Bearer <api key>`", headers={"WWW-Authenticate": "Bearer"}
+        )
     tenant = None
     for key, owner in services.keys.items():
         if hmac.compare_digest(key.encode(), presented.strip().encode()):
             tenant = owner
     if tenant is None:
-        raise ApiError(401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(ErrorCode.invalid_api_key, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
     return tenant
 
 

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-from jobs.processes import DataDirInUseError, DataDirLock, die_with_parent, stop_workers
+from jobs.errors import DataDirInUseError, ErrorCode
+from jobs.processes import DataDirLock, die_with_parent, stop_workers
 from jobs.queue import enqueue, make_celery, waiting_job_ids
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
@@ -136,10 +137,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
     try:
         keys = settings.tenants_by_key()
     except ValueError as exc:
-        print(f"error [invalid_settings]: {exc}", file=sys.stderr)
+        print(f"error [{ErrorCode.invalid_settings}]: {exc}", file=sys.stderr)
         return 2
     if not keys and not is_loopback(host):
-        print(f"error [api_keys_required]: refusing to listen on {host} without LORAMERGE_API_KEYS", file=sys.stderr)
+        print(f"error [{ErrorCode.api_keys_required}]: refusing to listen on {host} without LORAMERGE_API_KEYS", file=sys.stderr)
         return 2
     with _StopSignals() as stops:
         try:

@@ -1,4 +1,5 @@
-"""Response shapes of the API (requests use merge_core's MergeSpec as is)."""
+"""The API's own shapes: the request body (``MergeCreate``), the job as the API shows it
+(``JobPublic``, ``JobsPublic``) and the error body."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource
+from jobs.request import MergeRequest
 
 
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+class MergeCreate(MergeRequest):
+    """A merge job: the library's spec (method, adapters, params, output options) and where the service
+    publishes the result (``output.destination``, ``output.private``). Unknown fields are refused."""
 
 
 class JobPublic(BaseModel):
@@ -41,7 +48,7 @@ class JobPublic(BaseModel):
             queue=record.queue,
             progress=record.progress,
             error=record.error,
-            result=record.result,
+            result=_with_artifact_url(record),
             sources=record.sources,
             spec=record.spec,
             attempts=record.attempts,
@@ -81,3 +88,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "Job store or queue unreachable",
     }.items()
 }
+
+
+def _with_artifact_url(record: JobRecord) -> JobResult | None:
+    """The API, not the worker, says where a result in the local store downloads from."""
+    if record.result is None:
+        return None
+    url = f"/v1/merges/{record.id}/artifact" if record.result.uri.startswith("file://") else None
+    return record.result.model_copy(update={"artifact_url": url})

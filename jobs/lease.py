@@ -17,6 +17,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from jobs.errors import LeaseLostError as LeaseLostError  # re-exported: the store and the worker import it here
 from jobs.records import JobRecord, JobStatus, now
 
 
@@ -33,18 +34,6 @@ class Fence:
 
     def holds(self, record: JobRecord) -> bool:
         return record.status == JobStatus.running and record.attempts == self.attempt and record.worker == self.worker
-
-
-class LeaseLostError(Exception):
-    """This attempt no longer holds the job (taken over, finished or expired): abandon it untouched."""
-
-    def __init__(self, job_id: str, fence: Fence, record: JobRecord | None) -> None:
-        self.job_id, self.fence = job_id, fence
-        if record is None:
-            state = "the record is gone"
-        else:
-            state = f"the record is {record.status.value}, attempt {record.attempts} on {record.worker or 'no worker'}"
-        super().__init__(f"job {job_id}: attempt {fence.attempt} on {fence.worker} lost its lease ({state})")
 
 
 def holder_is_gone(record: JobRecord, lease_s: float) -> bool:

@@ -18,11 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.errors import DataDirInUseError as DataDirInUseError  # re-exported: defined with the catalog
+
 _PR_SET_PDEATHSIG = 1
-
-
-class DataDirInUseError(RuntimeError):
-    code = "data_dir_in_use"
 
 
 class DataDirLock:

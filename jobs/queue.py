@@ -8,12 +8,16 @@ visibility timeout longer than the hard time limit, requeue when a worker proces
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery
 
 from jobs.records import JobRecord
 from jobs.settings import Settings
+
+if TYPE_CHECKING:  # merge_core.registry imports torch; jobs reads a ResolvedSpec, never builds one
+    from merge_core.registry import ResolvedSpec
 
 RUN_MERGE_TASK = "loramerge.run_merge"
 _PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis transport: queue name + priority step
@@ -47,11 +51,13 @@ def make_celery(settings: Settings, redis_url: str) -> Celery:
     return app
 
 
-def route(spec, *, gpu_queue: str, cpu_queue: str, method_is_factored: bool) -> str:
-    """Small jobs (an exact low-rank merge written as an adapter) go to ``cpu``; dense methods,
-    truncation to a rank and full merged weights go to ``gpu``."""
-    small = method_is_factored and spec.output.kind == "adapter" and spec.output.rank is None
-    return cpu_queue if small else gpu_queue
+def route(resolved: ResolvedSpec, settings: Settings) -> str:
+    """The queue of a checked spec (``merge_core.registry.validate_spec``). Small jobs (a factored,
+    i.e. exact low-rank, merge written as an adapter) go to ``cpu``; dense methods, truncation to a
+    rank and full merged weights go to ``gpu``."""
+    output = resolved.spec.output
+    small = resolved.method.factored and output.kind == "adapter" and output.rank is None
+    return settings.cpu_queue if small else settings.gpu_queue
 
 
 def enqueue(celery: Celery, record: JobRecord) -> None:

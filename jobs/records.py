@@ -29,9 +29,27 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
+# The one state machine. Each arrow is one named JobStore operation:
+#   queued  -> running     claim
+#   queued  -> cancelled   request_cancel (never ran)
+#   queued  -> failed      fail_unsent (the broker refused the message)
+#   running -> running     claim (take-over of a lost holder's job: a new attempt)
+#   running -> queued      requeue (transient error), recover_lost (holder gone)
+#   running -> succeeded | failed | cancelled   finish; recover_lost (worker_lost, time limit)
+# Terminal states are final: a record that ended is never written again except by its TTL.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.cancelled, JobStatus.failed}),
+    JobStatus.running: frozenset({JobStatus.running, JobStatus.queued, *TERMINAL}),
+    **{status: frozenset() for status in TERMINAL},
+}
+
+
+class InvalidTransitionError(RuntimeError):
+    """A write tried to move a job along an arrow the state machine does not have (a bug, not input)."""
+
 
 class JobProgress(BaseModel):
-    stage: str = Field(description="queued, fetch, load, merge, write, publish, done")
+    stage: str = Field(description="queued, fetch, load, merge, orthogonalize, write, publish, done, cancelled")
     done: int = 0
     total: int = 0
 
@@ -50,7 +68,9 @@ class JobResult(BaseModel):
     uri: str = Field(description="Where the result lives: file://, s3:// or a Hub URL.")
     files: list[ResultFile]
     summary: dict[str, float] = Field(description="Diagnostics summary (overlap, magnitude spread, compression error).")
-    artifact_url: str | None = Field(default=None, description="Tar download, for results in the local store.")
+    artifact_url: str | None = Field(
+        default=None, description="Tar download, for results in the local store (set by the API when it answers)."
+    )
 
 
 class PinnedSource(BaseModel):

@@ -21,7 +21,9 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from merge_core.errors import MergeError
+from jobs.errors import InvalidDestinationError as InvalidDestinationError  # re-exported: defined with the catalog
+from jobs.errors import InvalidSourceError as InvalidSourceError
+from jobs.errors import LocalPathNotAllowedError as LocalPathNotAllowedError
 
 SourceKind = Literal["hub", "local", "s3"]
 DestinationKind = Literal["local", "s3", "hub"]
@@ -33,23 +35,6 @@ HUB_REVISION = re.compile(r"[A-Za-z0-9._/-]{1,255}")
 S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\x00-\x1f\x7f]*))?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SYMLINK_HOPS = 40
-
-
-class InvalidSourceError(MergeError, ValueError):
-    """A source or destination string is malformed (not a Hub ID, path or s3:// URI)."""
-
-    code = "invalid_source"
-
-
-class LocalPathNotAllowedError(MergeError, ValueError):
-    """A local path lies outside LORAMERGE_LOCAL_ROOTS (after resolving symlinks), inside the data dir,
-    goes through a symlink LORAMERGE_LOCAL_SYMLINKS refuses, or local paths are off."""
-
-    code = "local_path_not_allowed"
-
-
-class InvalidDestinationError(MergeError, ValueError):
-    code = "invalid_destination"
 
 
 def source_kind(source: str) -> SourceKind:

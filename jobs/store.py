@@ -22,13 +22,23 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 import redis
 
 from jobs.lease import Fence, LeaseLostError, holder_is_gone
-from jobs.records import TERMINAL, JobError, JobProgress, JobRecord, JobStatus, PinnedSource, now
+from jobs.records import (
+    TERMINAL,
+    TRANSITIONS,
+    InvalidTransitionError,
+    JobError,
+    JobProgress,
+    JobRecord,
+    JobStatus,
+    PinnedSource,
+    now,
+)
 
 T = TypeVar("T")
 PREFIX = "lm:"
@@ -198,6 +208,8 @@ class JobStore:
                     continue
 
     def _write(self, pipe, record: JobRecord, before: JobStatus) -> None:
+        if record.status not in TRANSITIONS[before] and not (record.status == before and before not in TERMINAL):
+            raise InvalidTransitionError(f"job {record.id}: {before.value} -> {record.status.value} is not a transition")
         key = self.job_key(record.id)
         if record.status != before:
             for status in (JobStatus.queued, JobStatus.running):
@@ -217,25 +229,16 @@ class JobStore:
         else:
             pipe.set(key, record.model_dump_json(), keepttl=True)
 
-    def transition(
-        self, job_id: str, to: JobStatus, *, allowed_from: Iterable[JobStatus], **changes
-    ) -> tuple[JobRecord | None, bool]:
-        """Move the job to ``to`` if it is in ``allowed_from``. Returns (record, moved)."""
-        allowed = frozenset(allowed_from)
-        moved = False
+    def fail_unsent(self, job_id: str, error: JobError) -> JobRecord | None:
+        """queued -> failed when the job's message could not be sent (the API answers 503)."""
 
         def mutate(record: JobRecord) -> bool:
-            nonlocal moved
-            if record.status not in allowed:
+            if record.status != JobStatus.queued:
                 return False
-            record.status = to
-            for name, value in changes.items():
-                setattr(record, name, value)
-            moved = True
+            record.status, record.error = JobStatus.failed, error
             return True
 
-        record = self.update(job_id, mutate)
-        return record, moved
+        return self.update(job_id, mutate)
 
     # -- a worker's operations, fenced -------------------------------------------------------
     def claim(self, job_id: str, me: str, *, lease_s: float) -> JobRecord | None:

@@ -8,8 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from merge_core.errors import MergeError
-from merge_core.spec import parse_spec
+from merge_core.errors import InvalidSpecError, MergeError
+from merge_core.spec import MergeSpec, parse_spec
+
+# The HTTP API's request adds these to the spec (jobs.request); the CLI writes to --out and would ignore them.
+SERVICE_OUTPUT_FIELDS = ("destination", "private")
 
 
 def _progress_bar():
@@ -43,7 +46,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise MergeError(f"spec file {args.spec!r} not found") from None
     except json.JSONDecodeError as exc:
         raise MergeError(f"spec file {args.spec!r} is not valid JSON: {exc}") from None
-    spec = parse_spec(raw)
+    spec = _library_spec(raw)
     outcome = run_merge(
         spec,
         args.out,
@@ -63,6 +66,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _library_spec(raw: object) -> MergeSpec:
+    """The spec, refusing the service's fields by name rather than as unknown ones."""
+    output = raw.get("output") if isinstance(raw, dict) else None
+    service = [f"output.{name}" for name in SERVICE_OUTPUT_FIELDS if isinstance(output, dict) and name in output]
+    if service:
+        raise InvalidSpecError(
+            f"{', '.join(service)}: service fields (where the HTTP API publishes its result); the CLI writes to --out, "
+            "remove them from the spec",
+            fields=service,
+        )
+    return parse_spec(raw)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -86,7 +102,7 @@ def build_parser(add_commands: Callable | None = None) -> argparse.ArgumentParse
     parser = argparse.ArgumentParser(prog="loramerge", description="Merge LoRA adapters (DO-Merging and baselines).")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="merge the adapters named in a JSON job spec")
-    merge.add_argument("spec", help="job spec JSON file (same as the HTTP API's body)")
+    merge.add_argument("spec", help="job spec JSON file (the HTTP API's body less output.destination, output.private)")
     merge.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     merge.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     merge.add_argument(

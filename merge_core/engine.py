@@ -18,12 +18,11 @@ from merge_core.errors import (
     InvalidAdapterConfigError,
     MergeCancelledError,
     MergeDivergedError,
-    RankRequiredError,
     ShapeMismatchError,
     shown,
 )
 from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
-from merge_core.registry import MergeMethod, MethodParams
+from merge_core.registry import MergeMethod, MethodParams, SeededParams
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amortizes kernel launches
@@ -94,14 +93,13 @@ def merge_adapters(
     batch_elements: int = BATCH_ELEMENTS,
 ) -> MergedAdapter:
     """Merge ``adapters`` module by module. ``weights[i]`` multiplies adapter i's update (default 1)."""
-    if rank is None and not method.factored:
-        raise RankRequiredError(f"{method.name} gives a full-rank update: set output.rank", method=method.name)
+    method.check_rank(rank)
     check_compatible(adapters)
     weights = list(weights) if weights is not None else [1.0] * len(adapters)
     device = resolve_device(device)
     batches = _plan_batches(adapters, method.factored, batch_elements)
     total = sum(len(names) for names, _ in batches)
-    seed = int(getattr(params, "seed", 0))
+    seed = params.seed if isinstance(params, SeededParams) else 0
     result = MergedAdapter(modules={}, base_model=adapters[0].base_model, fan_in_fan_out=adapters[0].fan_in_fan_out)
     done = 0
 

@@ -3,6 +3,8 @@
 Every error carries a stable machine-readable ``code`` (the HTTP API and the CLI show it as is) and a
 message that says what to fix. Errors subclass ``ValueError`` where the caller's input is at fault,
 and they pickle with their attributes intact, because Celery ships exceptions between processes.
+The service's catalog (``jobs.errors.ErrorCode``) lists these codes beside its own; a test keeps the two
+in step, so a new error here needs a catalog row.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ def shown(text: str, limit: int = NAME_SHOWN) -> str:
 
 
 class MergeError(Exception):
-    """Base class. ``code`` is stable across releases; ``details`` is JSON-serializable context."""
+    """Base class. ``code`` is stable across releases; ``details`` is JSON-serializable context.
+    ``retryable``: whether the same call may succeed later (an outage, not the input); never so here."""
 
     code = "merge_error"
+    retryable = False
 
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)

@@ -1,7 +1,9 @@
-"""One job end to end: validate the spec, resolve and load sources, merge, write, publish atomically.
+"""One merge end to end: validate the spec, load the adapter folders, merge, write atomically.
 
-The CLI calls this directly; the service's worker calls it with its own source resolver (Hub, S3)
-and cancel check. Output appears at ``out_dir`` all at once or not at all.
+merge_core reads local folders only. The CLI passes none and the spec's sources are read as paths;
+the service's worker fetches every source into staging first (Hub, object store, confined local
+copies) and passes the folders with their pinned revisions. Output appears at ``out_dir`` all at once
+or not at all.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +21,11 @@ import torch
 
 from merge_core.adapters import load_adapter
 from merge_core.engine import MergedAdapter, Progress, merge_adapters
-from merge_core.errors import InvalidSpecError, RankRequiredError, SourceNotFoundError
+from merge_core.errors import InvalidSpecError, SourceNotFoundError
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
 from merge_core.output import write_adapter
-from merge_core.registry import get_method
+from merge_core.registry import ResolvedSpec, validate_spec
 from merge_core.spec import AdapterRef, MergeSpec
 
 DIAGNOSTICS_NAME = "merge_diagnostics.json"
@@ -31,22 +33,20 @@ SPEC_NAME = "merge_spec.json"
 
 
 @dataclass
-class ResolvedSource:
-    """A source fetched to a local folder; ``revision`` is the pinned one (a commit sha for the Hub)."""
+class AdapterFolder:
+    """An adapter on local disk; ``revision`` is the pinned one (commit sha, ETag, sha256) if known."""
 
     path: Path
     revision: str | None = None
 
 
-Resolver = Callable[[AdapterRef], ResolvedSource]
-
-
-def resolve_local(ref: AdapterRef) -> ResolvedSource:
+def local_folder(ref: AdapterRef) -> AdapterFolder:
+    """The CLI's reading of a source: a folder path."""
     path = Path(ref.source).expanduser()
     if not path.is_dir():
         hint = " (Hub IDs and s3:// URIs are fetched by the service, not the CLI)" if not path.is_absolute() else ""
         raise SourceNotFoundError(f"adapter folder {ref.source!r} does not exist{hint}", source=ref.source)
-    return ResolvedSource(path=path, revision=ref.revision)
+    return AdapterFolder(path=path, revision=ref.revision)
 
 
 @dataclass
@@ -59,28 +59,11 @@ class MergeOutcome:
     merged: MergedAdapter = field(repr=False)
 
 
-def check_spec(spec: MergeSpec) -> None:
-    """Checks that need no file: method, parameters, rank policy, duplicate sources."""
-    method = get_method(spec.method)
-    method.parse_params(spec.params)
-    if spec.output.rank is None and not method.factored:
-        raise RankRequiredError(f"{method.name} gives a full-rank update: set output.rank", method=method.name)
-    seen = set()
-    for i, ref in enumerate(spec.adapters):
-        key = (ref.source, ref.revision)
-        if key in seen:
-            raise InvalidSpecError(
-                f"adapters[{i}]: {ref.source!r} is listed twice; give it one entry with a larger weight instead",
-                source=ref.source,
-            )
-        seen.add(key)
-
-
 def run_merge(
-    spec: MergeSpec,
+    spec: MergeSpec | ResolvedSpec,
     out_dir: str | Path,
     *,
-    resolve: Resolver = resolve_local,
+    folders: Sequence[AdapterFolder] | None = None,
     allow_pickle: bool = False,
     max_adapter_bytes: int | None = None,
     device: str | None = None,
@@ -91,7 +74,9 @@ def run_merge(
     """Merge ``spec.adapters`` into ``out_dir`` (created all at once, or not at all).
 
     Args:
-        resolve: turns each adapter reference into a local folder (the CLI's default reads paths).
+        spec: the job spec, or one that ``validate_spec`` already checked (it is not checked again).
+        folders: one local folder per ``spec.adapters`` entry, in order (fetched and pinned by the
+            caller); None reads each source as a folder path.
         base_model_dir: where to read ``output.base_model`` from, when the caller has staged or
             checked it (the service); the spec's own path still goes into the provenance.
         progress, should_cancel: called at every batch and inside long kernels; a True from
@@ -101,15 +86,16 @@ def run_merge(
         MergeError: any of merge_core.errors (bad spec, adapter, source, or a diverging merge).
     """
     started = time.monotonic()
-    check_spec(spec)
-    method = get_method(spec.method)
-    params = method.parse_params(spec.params)
+    checked = spec if isinstance(spec, ResolvedSpec) else validate_spec(spec)
+    spec, method, params = checked.spec, checked.method, checked.params
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InvalidSpecError(f"output {str(out_dir)!r} already exists and is not empty", out_dir=str(out_dir))
+    if folders is not None and len(folders) != len(spec.adapters):
+        raise ValueError(f"{len(folders)} folders for {len(spec.adapters)} adapters")
     adapters, sources = [], []
     for i, ref in enumerate(spec.adapters):
-        resolved = resolve(ref)
+        resolved = folders[i] if folders is not None else local_folder(ref)
         adapters.append(
             load_adapter(resolved.path, allow_pickle=allow_pickle, max_bytes=max_adapter_bytes, revision=resolved.revision)
         )

@@ -1,7 +1,7 @@
 """The one way a merge method becomes visible: ``@register(name, Params, ...)`` on its kernel.
 
-``merge_core.methods`` imports every method module; ``tests/test_registry.py`` fails if a module in
-that package registers nothing, so a forgotten import cannot silently drop a method.
+``merge_core.methods`` imports every module in its folder (pkgutil), so a new method module cannot be
+forgotten; ``tests/test_registry.py`` checks, in a fresh interpreter, that each registers a method.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from merge_core.batch import BatchResult, ModuleBatch
-from merge_core.errors import InvalidParamsError, UnknownMethodError
-from merge_core.spec import format_validation_error
+from merge_core.errors import InvalidParamsError, InvalidSpecError, RankRequiredError, UnknownMethodError
+from merge_core.spec import MergeSpec, format_validation_error
 
 
 class MethodParams(BaseModel):
@@ -33,6 +33,13 @@ class MethodParams(BaseModel):
         return value
 
 
+class SeededParams(MethodParams):
+    """Parameters of a method that draws random numbers. The engine derives every module's seed
+    (``ModuleBatch.seeds``) and the seed of a randomized SVD from ``seed``; other methods use 0."""
+
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the random draws; same seed, same result.")
+
+
 Kernel = Callable[[ModuleBatch, Any], BatchResult]
 
 
@@ -41,7 +48,7 @@ class MergeMethod:
     name: str
     params_model: type[MethodParams]
     kernel: Kernel
-    factored: bool  # True: the result is exact low rank, so output.rank may be null
+    factored: bool  # True: the result is exact low rank, so output.rank may be null ("exact_low_rank" in describe())
     summary: str
     comparison_only: bool = False
 
@@ -52,6 +59,11 @@ class MergeMethod:
             raise InvalidParamsError(
                 f"{self.name}: {format_validation_error(exc)}", method=self.name, errors=[e["msg"] for e in exc.errors()]
             ) from None
+
+    def check_rank(self, rank: int | None) -> None:
+        """Raise RankRequiredError when this method's full-rank result has no ``output.rank`` to truncate to."""
+        if rank is None and not self.factored:
+            raise RankRequiredError(f"{self.name} gives a full-rank update: set output.rank", method=self.name)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -87,6 +99,37 @@ def get_method(name: str) -> MergeMethod:
 def list_methods() -> list[MergeMethod]:
     _load_methods()
     return [_METHODS[name] for name in sorted(_METHODS)]
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A spec checked once by ``validate_spec``: its method looked up and its parameters parsed. The
+    API routes it, and ``run_merge`` merges it, without looking either up again."""
+
+    spec: MergeSpec
+    method: MergeMethod
+    params: MethodParams
+
+
+def validate_spec(spec: MergeSpec) -> ResolvedSpec:
+    """Every check of a spec that needs no file: method, parameters, rank policy, duplicate sources.
+
+    Raises:
+        UnknownMethodError, InvalidParamsError, RankRequiredError, InvalidSpecError (a source listed twice).
+    """
+    method = get_method(spec.method)
+    params = method.parse_params(spec.params)
+    method.check_rank(spec.output.rank)
+    seen = set()
+    for i, ref in enumerate(spec.adapters):
+        key = (ref.source, ref.revision)
+        if key in seen:
+            raise InvalidSpecError(
+                f"adapters[{i}]: {ref.source!r} is listed twice; give it one entry with a larger weight instead",
+                source=ref.source,
+            )
+        seen.add(key)
+    return ResolvedSpec(spec, method, params)
 
 
 def _load_methods() -> None:

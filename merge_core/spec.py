@@ -1,7 +1,10 @@
-"""The job spec: one JSON document shared by the CLI, the Python API and the HTTP API.
+"""The library's job spec: what to merge and how, as the CLI and the Python API take it.
 
 ``{"method": ..., "adapters": [{"source": ..., "revision": ..., "weight": ...}], "params": {...},
 "output": {"kind": "adapter"|"merged_model", "rank": null|int, "dtype": ..., "base_model": ...}}``
+
+Every model forbids unknown fields. The service's request (``jobs.request.MergeRequest``) extends
+this spec with the fields only the service acts on (``output.destination``, ``output.private``).
 """
 
 from __future__ import annotations
@@ -42,10 +45,6 @@ class OutputSpec(BaseModel):
     )
     dtype: OutputDtype = "float32"
     base_model: str | None = Field(default=None, description="Base model folder; required for merged_model.")
-    destination: str | None = Field(
-        default=None, description="Where the service publishes the result: null/'local', 's3://bucket/prefix', 'hf://org/name'."
-    )
-    private: bool = Field(default=True, description="Hub destinations: create the repo private (the default).")
 
     @model_validator(mode="after")
     def _base_model_for_merged(self) -> OutputSpec:

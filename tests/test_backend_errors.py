@@ -15,6 +15,7 @@ from tests.factories import write_adapter_folder
 from tests.standins.server import ThreadedServer
 from worker.errors import DestinationError, DestinationUnavailableError, SourceForbiddenError, TransientError
 from worker.s3 import s3_client, s3_errors
+from worker.sinks import PublishContext
 from worker.sinks.s3 import publish_s3
 from worker.sources.hub import hub_errors
 
@@ -47,7 +48,7 @@ def test_s3_destination_errors_are_classified(answering, tmp_path, status, raise
     state["status"] = status
     folder = write_adapter_folder(tmp_path / "result")
     with pytest.raises(raised) as caught:
-        publish_s3(folder, uri="s3://bucket/prefix", job_id="job", endpoint_url=url)
+        publish_s3(folder, ctx=_publishing("s3://bucket/prefix", url, tmp_path))
     assert type(caught.value) is raised  # a 403 is not "unavailable", a 503 is not a permanent failure
 
 
@@ -65,3 +66,15 @@ def test_a_full_disk_while_caching_hub_files_is_not_a_hub_outage():
     assert not isinstance(caught.value, TransientError) and caught.value.errno == errno.ENOSPC
     with pytest.raises(TransientError), hub_errors("org/name"):
         raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+
+def _publishing(destination: str, endpoint_url: str, tmp_path) -> PublishContext:
+    return PublishContext(
+        job_id="job",
+        destination=destination,
+        private=True,
+        hub_token=None,
+        results_dir=tmp_path / "results",
+        s3_endpoint_url=endpoint_url,
+        commit_message="m",
+    )

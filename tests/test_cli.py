@@ -79,3 +79,14 @@ def test_methods_lists_every_method_with_schemas():
     methods = {m["name"]: m for m in json.loads(result.stdout)}
     assert methods["do_merging"]["params_schema"]["properties"]["magnitude_axis"]["default"] == "out"
     assert methods["peft_linear"]["comparison_only"] is True
+
+
+def test_service_fields_are_refused_by_name(tmp_path):
+    """output.destination and output.private belong to the HTTP API's request; the CLI would ignore them."""
+    spec = {"method": "do_merging", "adapters": [{"source": "/x"}], "output": {"destination": "hf://org/name", "private": False}}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    result = cli("merge", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "[invalid_spec]" in result.stderr and "output.destination, output.private: service fields" in result.stderr
+    assert not (tmp_path / "out").exists()

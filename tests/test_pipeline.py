@@ -5,6 +5,7 @@ from safetensors.torch import save_file
 
 from merge_core import errors
 from merge_core.pipeline import run_merge
+from merge_core.registry import MergeMethod, validate_spec
 from merge_core.spec import parse_spec
 from tests.factories import write_adapter_folder
 
@@ -36,6 +37,17 @@ def test_progress_covers_load_and_merge(tmp_path):
     assert ("load", 2, 2) in seen and seen[-1][0] == "merge" and seen[-1][1] == seen[-1][2]
     assert outcome.sources[1]["revision"] == "v1"
     assert "v1" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_run_merge_takes_a_checked_spec_without_checking_it_again(tmp_path, monkeypatch):
+    adapter = write_adapter_folder(tmp_path / "a")
+    resolved = validate_spec(parse_spec({"method": "task_arithmetic", "adapters": [{"source": str(adapter)}]}))
+
+    def parsed_again(*args, **kwargs):
+        raise AssertionError("params parsed a second time")
+
+    monkeypatch.setattr(MergeMethod, "parse_params", parsed_again)
+    assert "adapter_model.safetensors" in run_merge(resolved, tmp_path / "out").files
 
 
 def test_a_failed_safetensors_write_is_an_oserror_with_its_errno(tmp_path, monkeypatch):

@@ -1,4 +1,3 @@
-import importlib
 import pickle
 import pkgutil
 import re
@@ -7,7 +6,8 @@ import pytest
 
 import merge_core.methods
 from merge_core import errors
-from merge_core.registry import _METHODS, get_method, list_methods
+from merge_core.registry import ResolvedSpec, SeededParams, get_method, list_methods, validate_spec
+from merge_core.spec import parse_spec
 
 EXPECTED = {
     "do_merging",
@@ -28,9 +28,17 @@ def test_every_expected_method_is_registered():
 
 
 def test_every_method_module_registers_something():
-    for info in pkgutil.iter_modules(merge_core.methods.__path__):
-        module = importlib.import_module(f"merge_core.methods.{info.name}")
-        assert any(m.kernel.__module__ == module.__name__ for m in _METHODS.values()), info.name
+    """In a fresh interpreter that only asks the registry (as the API and CLI do): every module file in
+    merge_core/methods must have registered a method, without any test importing it first."""
+    import json
+    import subprocess
+    import sys
+
+    program = "import json; from merge_core.registry import get_method, _METHODS; get_method('task_arithmetic'); "
+    program += "print(json.dumps(sorted({m.kernel.__module__ for m in _METHODS.values()})))"
+    found = json.loads(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout)
+    files = sorted(f"merge_core.methods.{info.name}" for info in pkgutil.iter_modules(merge_core.methods.__path__))
+    assert found == files
 
 
 def test_unknown_method_lists_the_known_ones():
@@ -70,3 +78,30 @@ def test_describe_has_a_json_schema_for_each_method():
     for method in list_methods():
         schema = method.describe()["params_schema"]
         assert "scaling" in schema["properties"]
+
+
+def test_validate_spec_carries_the_method_and_its_parsed_params():
+    spec = parse_spec({"method": "dare_ties", "adapters": [{"source": "/a"}], "params": {"seed": 7}, "output": {"rank": 4}})
+    resolved = validate_spec(spec)
+    assert isinstance(resolved, ResolvedSpec) and resolved.spec is spec
+    assert resolved.method is get_method("dare_ties") and resolved.params.seed == 7 and resolved.params.drop_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"method": "nope"}, errors.UnknownMethodError),
+        ({"method": "ties", "params": {"density": 2.0}, "output": {"rank": 4}}, errors.InvalidParamsError),
+        ({"method": "ties"}, errors.RankRequiredError),
+        ({"method": "task_arithmetic", "adapters": [{"source": "/a"}, {"source": "/a"}]}, errors.InvalidSpecError),
+    ],
+)
+def test_validate_spec_refuses_what_needs_no_file(spec, error):
+    with pytest.raises(error):
+        validate_spec(parse_spec({"adapters": [{"source": "/a"}], **spec}))
+
+
+def test_a_seed_is_declared_through_seeded_params():
+    """The engine takes the seed from SeededParams only: a ``seed`` declared elsewhere would be ignored."""
+    for method in list_methods():
+        assert ("seed" in method.params_model.model_fields) == issubclass(method.params_model, SeededParams), method.name

@@ -17,23 +17,19 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs.lease import LeaseLostError, worker_id
-from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, ResultFile, now
+from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, now
+from jobs.request import MergeRequest
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
-from jobs.sources import destination_kind, source_kind
 from jobs.store import JobStore
 from merge_core.errors import MergeCancelledError, MergeError
-from merge_core.pipeline import ResolvedSource, run_merge
-from merge_core.spec import AdapterRef, MergeSpec
+from merge_core.pipeline import AdapterFolder, run_merge
+from merge_core.spec import MergeSpec
 from worker.attempt import Attempt
 from worker.errors import TransientError
-from worker.sinks import result_files
-from worker.sinks.hub import publish_hub
-from worker.sinks.local import publish_local
-from worker.sinks.s3 import publish_s3
-from worker.sources.hub import resolve_hub
-from worker.sources.local import Confinement, stage_base_model, stage_local
-from worker.sources.s3 import resolve_s3
+from worker.sinks import PublishContext, publish
+from worker.sources import FetchContext, fetch
+from worker.sources.local import Confinement, stage_base_model
 
 log = logging.getLogger("loramerge.worker")
 
@@ -109,29 +105,23 @@ class JobRunner:
         log.warning("job %s failed: %s", attempt.job_id, code)
         return attempt.finish(JobStatus.failed, error=JobError(code=code, message=message))
 
-    # -- the job ------------------------------------------------------------------------------
+    # -- the pipeline: fetch every source, then merge, then publish -------------------------------
     def _execute(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
-        spec = MergeSpec.model_validate(record.spec)
+        request = MergeRequest.model_validate(record.spec)
+        spec = request.spec
         token = self._token(record)
-        pinned: list[PinnedSource] = []
-
-        def resolve(ref: AdapterRef) -> ResolvedSource:
-            resolved = self._resolve(ref, len(pinned), token, staging)
-            pinned.append(
-                PinnedSource(source=ref.source, requested_revision=ref.revision, revision=resolved.revision, weight=ref.weight)
-            )
-            attempt.set_sources(pinned)
-            return resolved
-
+        folders = self._fetch(spec, attempt, staging, token)
         with ExitStack() as held:
             base_model_dir = None
             if spec.output.kind == "merged_model":  # confined again here: the record may predate these roots
+                attempt.check()
                 base = stage_base_model(spec.output.base_model, confinement=self.confinement, into=staging / "base_model")
                 base_model_dir = held.enter_context(base).path
+            attempt.stage = "merge"
             outcome = run_merge(
                 spec,
                 staging / "out",
-                resolve=resolve,
+                folders=folders,
                 allow_pickle=self.settings.allow_pickle,
                 max_adapter_bytes=self.settings.max_adapter_bytes,
                 device=self.settings.device,
@@ -140,56 +130,51 @@ class JobRunner:
                 base_model_dir=base_model_dir,
             )
         attempt.before_publish()
-        uri = self._publish(spec, record, outcome.out_dir, token)
-        folder = self.settings.results_dir / record.id if uri.startswith("file://") else outcome.out_dir
-        files = [ResultFile(path=p.relative_to(folder).as_posix(), size=p.stat().st_size) for p in result_files(folder)]
-        result = JobResult(
-            uri=uri,
-            files=files,
-            summary=outcome.summary,
-            artifact_url=f"/v1/merges/{record.id}/artifact" if uri.startswith("file://") else None,
+        published = publish(
+            outcome.out_dir,
+            ctx=PublishContext(
+                job_id=record.id,
+                destination=request.output.destination,
+                private=request.output.private,
+                hub_token=token,
+                results_dir=self.settings.results_dir,
+                s3_endpoint_url=self.settings.s3_endpoint_url,
+                commit_message=f"loramerge job {record.id}: {spec.method} of {len(spec.adapters)} adapters",
+            ),
         )
-        log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, uri)
+        result = JobResult(uri=published.uri, files=published.files, summary=outcome.summary)
+        log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, published.uri)
         return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
-    def _resolve(self, ref: AdapterRef, index: int, token: str | None, staging: Path) -> ResolvedSource:
-        field = f"adapters[{index}].source"
-        kind = source_kind(ref.source)
-        if kind == "local":  # copied into staging: merge_core never opens a file under the roots itself
-            return stage_local(
-                ref.source,
-                confinement=self.confinement,
-                into=staging / "sources" / str(index),
-                field=field,
-                allow_pickle=self.settings.allow_pickle,
-                max_bytes=self.settings.max_adapter_bytes,
-            )
-        if kind == "s3":
-            return resolve_s3(
-                ref.source,
-                endpoint_url=self.settings.s3_endpoint_url,
-                into=staging / "sources" / str(index),
-                allow_pickle=self.settings.allow_pickle,
-                field=field,
-            )
-        return resolve_hub(
-            ref.source, ref.revision, token=token, cache_dir=self.settings.hub_cache_dir, allow_pickle=self.settings.allow_pickle
-        )
+    def _fetch(self, spec: MergeSpec, attempt: Attempt, staging: Path, token: str | None) -> list[AdapterFolder]:
+        """Every source into staging (or the Hub cache) before anything is merged, pinned and recorded
+        one by one; a cancel or a lost lease stops between files."""
 
-    def _publish(self, spec: MergeSpec, record: JobRecord, folder: Path, token: str | None) -> str:
-        kind = destination_kind(spec.output.destination)
-        if kind == "s3":
-            return publish_s3(folder, uri=spec.output.destination, job_id=record.id, endpoint_url=self.settings.s3_endpoint_url)
-        if kind == "hub":
-            message = f"loramerge job {record.id}: {spec.method} of {len(spec.adapters)} adapters"
-            return publish_hub(
-                folder,
-                repo_id=spec.output.destination[len("hf://") :],
-                private=spec.output.private,
-                token=token,
-                commit_message=message,
+        def check() -> None:
+            if attempt.should_cancel():
+                raise MergeCancelledError("cancelled while fetching sources", stage="fetch")
+
+        ctx = FetchContext(
+            allow_pickle=self.settings.allow_pickle,
+            max_adapter_bytes=self.settings.max_adapter_bytes,
+            hub_token=token,
+            hub_cache_dir=self.settings.hub_cache_dir,
+            s3_endpoint_url=self.settings.s3_endpoint_url,
+            confinement=self.confinement,
+            check=check,
+        )
+        folders: list[AdapterFolder] = []
+        pinned: list[PinnedSource] = []
+        for index, ref in enumerate(spec.adapters):
+            check()
+            folder = fetch(ref, into=staging / "sources" / str(index), field=f"adapters[{index}].source", ctx=ctx)
+            folders.append(folder)
+            pinned.append(
+                PinnedSource(source=ref.source, requested_revision=ref.revision, revision=folder.revision, weight=ref.weight)
             )
-        return publish_local(folder, results_dir=self.settings.results_dir, job_id=record.id)
+            attempt.set_sources(pinned)
+            attempt.progress("fetch", index + 1, len(spec.adapters))
+        return folders
 
     def _token(self, record: JobRecord) -> str | None:
         if record.hub_token_enc:

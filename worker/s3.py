@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from merge_core.errors import SourceNotFoundError
-from worker.errors import SourceForbiddenError, TransientError
+from worker.errors import SourceForbiddenError, SourceUnavailableError
 
 S3Failure = Literal["transient", "not_found", "forbidden", "permanent"]
 
@@ -49,11 +49,11 @@ def s3_errors(uri: str):
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        raise TransientError(f"{uri}: download failed ({type(exc).__name__})", source=uri) from None
+        raise SourceUnavailableError(f"{uri}: download failed ({type(exc).__name__})", source=uri) from None
     except (ClientError, BotoCoreError) as exc:
         kind, what = classify(exc)
         if kind == "transient":
-            raise TransientError(f"{uri}: {what}", source=uri) from None
+            raise SourceUnavailableError(f"{uri}: {what}", source=uri) from None
         if kind == "forbidden":
             raise SourceForbiddenError(f"{uri}: {what}", source=uri) from None
         raise SourceNotFoundError(f"{uri}: {what}", source=uri) from None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import ServicesDep
-from app.errors import error_body
+from app.errors import ApiError
+from jobs.errors import ErrorCode
 from jobs.heartbeat import live_processes, live_workers
 
 router = APIRouter(tags=["health"])
@@ -28,12 +28,9 @@ def readyz(services: ServicesDep):
         workers = live_workers(services.store.redis)
         processes = live_processes(services.store.redis)
     except Exception:
-        return JSONResponse(error_body("store_unavailable", "Redis is unreachable"), status_code=503)
+        raise ApiError(ErrorCode.store_unavailable, "Redis is unreachable") from None
     if not workers or not processes:
-        return JSONResponse(
-            error_body("no_workers", "no worker process has sent a heartbeat recently", {"worker_nodes": len(workers)}),
-            status_code=503,
-        )
+        raise ApiError(ErrorCode.no_workers, "no worker process has sent a heartbeat recently", worker_nodes=len(workers))
     return {"status": "ready", "workers": sorted(workers), "processes": len(processes)}
 
 

@@ -10,14 +10,15 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app.deps import ServicesDep, TenantDep
-from app.errors import ApiError, not_found
-from app.schemas import ERROR_RESPONSES, JobPublic, JobsPublic
+from app.errors import RETRY_AFTER_S, ApiError, not_found
+from app.schemas import ERROR_RESPONSES, JobPublic, JobsPublic, MergeCreate
 from app.submission import fingerprint, needs_hub, validate_submission
 from app.tar_stream import tar_folder
-from jobs.queue import enqueue
+from jobs.errors import ErrorCode
+from jobs.queue import enqueue, route
 from jobs.records import JobError, JobRecord, JobStatus
+from jobs.results import local_folder_of
 from jobs.store import IdempotencyConflictError, QueueFullError
-from merge_core.spec import MergeSpec
 
 router = APIRouter(prefix="/v1/merges", tags=["merges"], responses=ERROR_RESPONSES)
 log = logging.getLogger("loramerge.api")
@@ -31,7 +32,7 @@ HubToken = Annotated[
 
 @router.post("", status_code=202, response_model=JobPublic)
 def create_merge(
-    spec: MergeSpec,
+    body: MergeCreate,
     response: Response,
     services: ServicesDep,
     tenant: TenantDep,
@@ -39,19 +40,19 @@ def create_merge(
     hub_token: HubToken = None,
 ) -> JobPublic:
     """Validate the job and queue it; answers at once with the job and a `Location` to poll."""
-    queue = validate_submission(spec, services.settings)
-    record = JobRecord(tenant=tenant, spec=spec.model_dump(mode="json"), queue=queue)
-    if hub_token and needs_hub(spec):
+    resolved = validate_submission(body, services.settings)
+    record = JobRecord(tenant=tenant, spec=body.model_dump(mode="json"), queue=route(resolved, services.settings))
+    if hub_token and needs_hub(body):
         record.hub_token_enc = services.tokens.seal(hub_token)
     try:
         record, created = services.store.create(
-            record, max_queued=services.settings.max_queued_jobs, idempotency_key=idempotency_key, fingerprint=fingerprint(spec)
+            record, max_queued=services.settings.max_queued_jobs, idempotency_key=idempotency_key, fingerprint=fingerprint(body)
         )
     except QueueFullError:
         retry = str(services.settings.retry_after_s)
-        raise ApiError(429, "queue_full", f"the queue is full; retry in {retry} s", headers={"Retry-After": retry}) from None
+        raise ApiError(ErrorCode.queue_full, f"the queue is full; retry in {retry} s", headers={"Retry-After": retry}) from None
     except IdempotencyConflictError:
-        raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body") from None
+        raise ApiError(ErrorCode.idempotency_key_reused, "this Idempotency-Key was used with a different request body") from None
     if created:
         _enqueue(services, record)
     else:
@@ -65,14 +66,13 @@ def _enqueue(services, record: JobRecord) -> None:
         enqueue(services.celery, record)
     except Exception:
         log.exception("enqueue failed for job %s", record.id)
-        services.store.transition(
-            record.id,
-            JobStatus.failed,
-            allowed_from={JobStatus.queued},
-            error=JobError(code="enqueue_failed", message="the job could not be queued; submit it again"),
+        services.store.fail_unsent(
+            record.id, JobError(code=ErrorCode.enqueue_failed, message="the job could not be queued; submit it again")
         )
         raise ApiError(
-            503, "queue_unavailable", "the job queue is unreachable; the job was not queued", headers={"Retry-After": "5"}
+            ErrorCode.queue_unavailable,
+            "the job queue is unreachable; the job was not queued",
+            headers={"Retry-After": RETRY_AFTER_S},
         ) from None
     log.info("job %s queued on %s for tenant %s (%s)", record.id, record.queue, record.tenant, record.spec.get("method"))
 
@@ -106,7 +106,7 @@ def cancel_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPu
     if record is None:
         raise not_found(job_id)
     if record.status in (JobStatus.succeeded, JobStatus.failed):
-        raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", job_status=record.status.value)
+        raise ApiError(ErrorCode.job_finished, f"job {job_id} already {record.status.value}", job_status=record.status.value)
     return JobPublic.of(record)
 
 
@@ -117,10 +117,10 @@ def download_artifact(job_id: str, services: ServicesDep, tenant: TenantDep) -> 
     if record is None:
         raise not_found(job_id)
     if record.status != JobStatus.succeeded or record.result is None:
-        raise ApiError(409, "job_not_succeeded", f"job {job_id} is {record.status.value}; artifacts exist for succeeded jobs")
-    folder = services.settings.results_dir / job_id
-    if not record.result.uri.startswith("file://") or not folder.is_dir():
-        raise ApiError(409, "artifact_not_local", f"the result is at {record.result.uri}; download it from there")
+        raise ApiError(ErrorCode.job_not_succeeded, f"job {job_id} is {record.status.value}; artifacts exist for succeeded jobs")
+    folder = local_folder_of(record.result.uri, services.settings.results_dir)
+    if folder is None or not folder.is_dir():
+        raise ApiError(ErrorCode.artifact_not_local, f"the result is at {record.result.uri}; download it from there")
     return StreamingResponse(
         tar_folder(Path(folder), f"loramerge-{job_id}"),
         media_type="application/x-tar",

@@ -1,13 +1,8 @@
-"""Every merge method, one module each. Importing this package registers them all."""
+"""Every merge method, one module each. Importing this package imports every module in it (and so
+registers every method): there is no list of imports to forget."""
 
-from merge_core.methods import (  # noqa: F401
-    breadcrumbs,
-    dare,
-    do_merging,
-    drm,
-    knots,
-    peft_linear,
-    task_arithmetic,
-    ties,
-    tsv,
-)
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

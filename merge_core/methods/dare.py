@@ -6,12 +6,11 @@ from pydantic import Field
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.sparsify import dare_rescale, disjoint_merge
-from merge_core.registry import MethodParams, register
+from merge_core.registry import SeededParams, register
 
 
-class DareParams(MethodParams):
+class DareParams(SeededParams):
     drop_rate: float = Field(default=0.5, ge=0, lt=1, description="Probability p of dropping each entry (p=1 is invalid).")
-    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the drop masks; same seed, same result.")
 
 
 def dare_deltas(batch: ModuleBatch, params: DareParams) -> list[torch.Tensor]:

@@ -8,14 +8,13 @@ from pydantic import Field
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.joint_basis import joint_basis
 from merge_core.ops.sparsify import dare_rescale, disjoint_merge, top_fraction_mask
-from merge_core.registry import MethodParams, register
+from merge_core.registry import SeededParams, register
 
 
-class KnotsParams(MethodParams):
+class KnotsParams(SeededParams):
     merge: Literal["ties", "dare_ties"] = Field(default="ties", description="How the aligned tasks are merged.")
     density: float = Field(default=0.2, gt=0, le=1, description="TIES: fraction of entries kept per task.")
     drop_rate: float = Field(default=0.5, ge=0, lt=1, description="DARE-TIES: drop probability.")
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 @register("knots", KnotsParams, factored=True, summary="KnOTS: TIES/DARE-TIES in the joint SVD basis; exact, rank ≤ Σr.")

@@ -5,7 +5,8 @@ For blocks ``X_i`` (rows of the stacked ``X``) we minimize
 ``X̃_i = X_i / ‖X_i‖_F``. Every gradient row lies in the row span of ``X̃``, so ``δ = Z X̃`` for an
 ``R × R`` coefficient matrix ``Z`` (``R = Σ r_i``), and the whole descent runs on ``Z`` and the Gram
 matrix ``G = X̃ X̃ᵀ``: per-step cost ``O(R³)``, flat in the hidden size ``d``. Only the Gram product and
-the final ``(I + Z) X̃`` touch ``d``. ``orthogonalize_dense`` is the literal reference for tests.
+the final ``(I + Z) X̃`` touch ``d``. The literal dense
+descent, for tests, is ``tests.references.orthogonalize_dense``.
 """
 
 from __future__ import annotations
@@ -84,16 +85,3 @@ def orthogonalize(
         max_perturbation=perturbation.clamp_min(0).sqrt().amax(-1),
     )
     return row_norm * (M @ X_tilde), stats
-
-
-def orthogonalize_dense(X: torch.Tensor, ranks: list[int], *, steps: int, lr: float, mu: float) -> torch.Tensor:
-    """Reference: the same descent on the full ``(R, d)`` matrices. For tests only."""
-    ids = block_ids(ranks, X.device)
-    X_tilde, _, row_norm = _normalize(X, ids, len(ranks))
-    off = (ids.unsqueeze(0) != ids.unsqueeze(1)).to(X.dtype)
-    delta = torch.zeros_like(X_tilde)
-    for _ in range(steps):
-        Y = X_tilde + delta
-        P = Y @ Y.transpose(-1, -2)
-        delta = delta - lr * (2 * (P * off) @ Y + 2 * mu * delta)
-    return row_norm * (X_tilde + delta)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from jobs.lease import Fence, LeaseLostError, worker_id
-from jobs.records import JobError, JobProgress, JobRecord, JobStatus, now
+from jobs.records import InvalidTransitionError, JobError, JobProgress, JobRecord, JobStatus, now
 from jobs.redis_server import RedisServer
 from jobs.store import JobStore, connect
 
@@ -39,22 +39,35 @@ def _new(store: JobStore, tenant="store-test") -> JobRecord:
     return record
 
 
-def test_only_one_transition_wins(redis_url):
+def test_only_one_claim_wins(redis_url):
     store = _store(redis_url)
     record = _new(store)
-    _, first = store.transition(record.id, JobStatus.running, allowed_from={JobStatus.queued})
-    _, second = store.transition(record.id, JobStatus.running, allowed_from={JobStatus.queued})
-    assert (first, second) == (True, False)
+    first = store.claim(record.id, "elsewhere:7", lease_s=60)
+    second = store.claim(record.id, "elsewhere:8", lease_s=60)
+    assert first is not None and second is None
     assert record.id in store.ids_in(JobStatus.running) and record.id not in store.ids_in(JobStatus.queued)
-    store.transition(record.id, JobStatus.cancelled, allowed_from={JobStatus.running})
+    store.finish(record.id, Fence(first.attempts, first.worker), JobStatus.cancelled)
+
+
+def test_the_state_machine_refuses_arrows_it_does_not_have(redis_url):
+    store = _store(redis_url)
+    record = _new(store)
+    with pytest.raises(InvalidTransitionError):  # queued -> succeeded skips running
+        store.update(record.id, lambda r: setattr(r, "status", JobStatus.succeeded) or True)
+    store.request_cancel(record.id, tenant="store-test")
+    with pytest.raises(InvalidTransitionError):  # terminal is final
+        store.update(record.id, lambda r: setattr(r, "status", JobStatus.queued) or True)
+    with pytest.raises(InvalidTransitionError):
+        store.update(record.id, lambda r: setattr(r, "progress", JobProgress(stage="x")) or True)
+    assert store.get(record.id).status == JobStatus.cancelled
 
 
 def test_finished_records_expire_and_drop_the_token(redis_url):
     store = _store(redis_url, ttl=120)
     record = _new(store)
     store.update(record.id, lambda r: setattr(r, "hub_token_enc", "sealed") or True)
-    done, moved = store.transition(record.id, JobStatus.failed, allowed_from={JobStatus.queued})
-    assert moved and done.hub_token_enc is None and done.finished_at is not None
+    done = store.fail_unsent(record.id, JobError(code="enqueue_failed", message="m"))
+    assert done.status == JobStatus.failed and done.hub_token_enc is None and done.finished_at is not None
     assert 0 < store.redis.ttl(store.job_key(record.id)) <= 120
     assert record.id not in store.ids_in(JobStatus.queued)
 
@@ -63,7 +76,7 @@ def test_jobs_of_lost_workers_are_requeued_then_failed(redis_url):
     store = _store(redis_url)
     silent, dead_pid, spent, alive = (_new(store) for _ in range(4))
     for record in (silent, dead_pid, spent, alive):
-        store.transition(record.id, JobStatus.running, allowed_from={JobStatus.queued}, attempts=1, worker=worker_id())
+        store.claim(record.id, worker_id(), lease_s=60)
     store.update(silent.id, lambda r: setattr(r, "worker", "elsewhere:1") or True)
     store.redis.set(
         store.job_key(silent.id), store.get(silent.id).model_copy(update={"updated_at": now() - 600}).model_dump_json()
@@ -78,8 +91,9 @@ def test_jobs_of_lost_workers_are_requeued_then_failed(redis_url):
     assert store.get(silent.id).status == JobStatus.queued and store.get(silent.id).worker is None
     assert store.get(spent.id).error.code == "worker_lost"
     assert store.get(alive.id).status == JobStatus.running  # this very process holds it
-    for record in (silent, dead_pid, alive):
-        store.transition(record.id, JobStatus.cancelled, allowed_from={JobStatus.queued, JobStatus.running})
+    store.request_cancel(silent.id, tenant="store-test")
+    store.request_cancel(dead_pid.id, tenant="store-test")
+    store.finish(alive.id, Fence(1, worker_id()), JobStatus.cancelled)
 
 
 def _age(store: JobStore, job_id: str, seconds: float, **fields) -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from app.schemas import MergeCreate
+from app.submission import fingerprint
+from jobs.queue import route
+from jobs.request import MergeRequest
+from jobs.settings import Settings
+from merge_core.registry import validate_spec
+from merge_core.spec import parse_spec
 from tests.factories import write_adapter_folder
 from tests.service.conftest import wait_terminal
 
@@ -35,6 +42,44 @@ def test_spec_errors(alice, source, spec, status, code):
     response = alice.post("/v1/merges", json=body)
     assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
     assert response.json()["error"]["message"]
+
+
+def test_the_request_is_the_library_spec_plus_service_fields():
+    """One document, stored in JobRecord.spec as before; ``spec`` is the part merge_core runs."""
+    body = {
+        "method": "ties",
+        "adapters": [{"source": "a/b", "weight": 2}],
+        "params": {"density": 0.3},
+        "output": {"rank": 4, "destination": "hf://x/y", "private": False},
+    }
+    stored = MergeCreate.model_validate(body).model_dump(mode="json")
+    library = {"kind": "adapter", "rank": 4, "dtype": "float32", "base_model": None}
+    assert stored["output"] == {**library, "destination": "hf://x/y", "private": False}
+    request = MergeRequest.model_validate(stored)
+    assert (request.output.destination, request.output.private) == ("hf://x/y", False)
+    assert request.spec.model_dump(mode="json") == {**stored, "output": library}
+    assert fingerprint(request) == "94556b0a5d3de50a74cc277a02d321e4"  # unchanged: earlier Idempotency-Keys still match
+
+
+@pytest.mark.parametrize(
+    ("method", "output", "queue"),
+    [
+        ("task_arithmetic", {}, "cpu"),
+        ("task_arithmetic", {"rank": 4}, "gpu"),
+        ("task_arithmetic", {"kind": "merged_model", "base_model": "/b"}, "gpu"),
+        ("ties", {"rank": 4}, "gpu"),
+    ],
+)
+def test_routing_reads_the_checked_spec(method, output, queue):
+    resolved = validate_spec(parse_spec({"method": method, "adapters": [{"source": "/a"}], "output": output}))
+    assert route(resolved, Settings(cpu_queue="cpu", gpu_queue="gpu")) == queue
+
+
+def test_service_fields_are_stored_with_the_job(alice, source):
+    output = {"destination": "local", "private": False}
+    job = _post(alice, method="task_arithmetic", adapters=[{"source": source}], output=output).json()
+    assert {k: job["spec"]["output"][k] for k in output} == output and job["queue"] == "cpu"
+    assert wait_terminal(alice, job["id"])["status"] == "succeeded"
 
 
 @pytest.mark.parametrize(

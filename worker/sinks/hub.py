@@ -7,12 +7,14 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from worker.errors import DestinationError, DestinationUnavailableError, TransientError
-from worker.sinks import result_files
+from worker.errors import DestinationError, DestinationUnavailableError
+from worker.sinks import PublishContext, Published, listing, result_files, sink
 from worker.sources.hub import hub_errors
 
 
-def publish_hub(folder: Path, *, repo_id: str, private: bool, token: str | None, commit_message: str) -> str:
+@sink("hub")
+def publish_hub(folder: Path, *, ctx: PublishContext) -> Published:
+    repo_id, private, token = ctx.destination.removeprefix("hf://"), ctx.private, ctx.hub_token
     api = HfApi(token=token or False)
     created = False
     try:
@@ -24,17 +26,17 @@ def publish_hub(folder: Path, *, repo_id: str, private: bool, token: str | None,
                 CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                 for p in result_files(folder)
             ]
-            commit = api.create_commit(repo_id, operations, commit_message=commit_message)
+            commit = api.create_commit(repo_id, operations, commit_message=ctx.commit_message)
     except Exception as exc:
         if created:
             try:
                 api.delete_repo(repo_id)
             except Exception:
                 pass
-        if isinstance(exc, TransientError):
+        if getattr(exc, "retryable", False):  # a Hub outage while publishing
             raise DestinationUnavailableError(f"the Hub is unavailable for hf://{repo_id}", destination=repo_id) from None
         code = getattr(exc, "code", type(exc).__name__)
         raise DestinationError(
             f"publishing to hf://{repo_id} failed ({code}); nothing was left behind", destination=repo_id
         ) from None
-    return f"hf://{repo_id}@{commit.oid}"
+    return Published(uri=f"hf://{repo_id}@{commit.oid}", files=listing(folder))

@@ -1,4 +1,4 @@
-"""The local result store: ``<data_dir>/results/<job id>``, published with one rename."""
+"""The local result store: ``<data_dir>/results/<job id>`` (jobs.results), published with one rename."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import os
 import shutil
 from pathlib import Path
 
+from jobs.results import local_result_folder
 from worker.errors import DestinationError
+from worker.sinks import PublishContext, Published, listing, sink
 
 
-def publish_local(folder: Path, *, results_dir: Path, job_id: str) -> str:
-    final = results_dir / job_id
+@sink("local")
+def publish_local(folder: Path, *, ctx: PublishContext) -> Published:
+    final = local_result_folder(ctx.results_dir, ctx.job_id)
     try:
-        results_dir.mkdir(parents=True, exist_ok=True)
+        ctx.results_dir.mkdir(parents=True, exist_ok=True)
         if final.exists():  # an earlier delivery of this job already published it
             shutil.rmtree(folder, ignore_errors=True)
         else:
             os.replace(folder, final)
     except OSError as exc:
         raise DestinationError(f"could not write the local result store: {exc.strerror or exc}") from None
-    return final.resolve().as_uri()
+    return Published(uri=final.resolve().as_uri(), files=listing(final))

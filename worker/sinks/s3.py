@@ -10,12 +10,14 @@ from pathlib import Path
 from jobs.sources import parse_s3
 from worker.errors import DestinationError, DestinationExistsError, DestinationUnavailableError
 from worker.s3 import classify, s3_client
-from worker.sinks import result_files
+from worker.sinks import PublishContext, Published, listing, result_files, sink
 
 JOB_META = "loramerge-job"
 
 
-def publish_s3(folder: Path, *, uri: str, job_id: str, endpoint_url: str | None) -> str:
+@sink("s3")
+def publish_s3(folder: Path, *, ctx: PublishContext) -> Published:
+    uri, job_id, endpoint_url = ctx.destination, ctx.job_id, ctx.s3_endpoint_url
     bucket, prefix = parse_s3(uri, field="output.destination")
     client = s3_client(endpoint_url)
     written: list[str] = []
@@ -43,4 +45,4 @@ def publish_s3(folder: Path, *, uri: str, job_id: str, endpoint_url: str | None)
                 f"upload to {uri} failed: {what}; nothing was left behind", destination=uri
             ) from None
         raise DestinationError(f"upload to {uri} failed: {what}; nothing was left behind", destination=uri) from None
-    return f"s3://{bucket}/{prefix}"
+    return Published(uri=f"s3://{bucket}/{prefix}", files=listing(folder))

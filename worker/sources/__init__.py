@@ -1,11 +1,74 @@
-"""Resolvers: turn an AdapterRef into a local folder plus a pinned revision.
+"""Sources: fetch one adapter into the job's staging folder and pin its revision, before any merge.
 
-Only the adapter files are fetched (``adapter_config.json`` and the weights); the folder is
-confined and staged (local: every file, see local.py), pinned (Hub commit sha, S3 ETag, sha256)
-and recorded for provenance.
+Each backend is one module in this package with one function registered for its kind
+(``jobs.sources.source_kind``: ``hub``, ``local``, ``s3``) by ``@source``; ``fetch`` dispatches. The
+function translates its backend's errors into transient ones (retried: ``TransientError``) or
+permanent ones (any other MergeError), checks ``ctx.check()`` between files (a cancel or a lost lease
+stops a long download), and fetches only the adapter files (``adapter_config.json`` and the weights).
+Adding a backend: a module here with ``@source("kind")`` and its scheme in ``jobs.sources``. The
+modules are imported by ``load_backends`` (pkgutil), so a forgotten import cannot drop one.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from merge_core.pipeline import AdapterFolder
+from merge_core.spec import AdapterRef
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PICKLE_FILE = "adapter_model.bin"
+
+
+@dataclass
+class FetchContext:
+    """What a source may use: the job's limits, credentials and checks (built by the runner)."""
+
+    allow_pickle: bool
+    max_adapter_bytes: int | None
+    hub_token: str | None
+    hub_cache_dir: Path
+    s3_endpoint_url: str | None
+    confinement: object  # worker.sources.local.Confinement
+    check: Callable[[], None]  # raises when the job was cancelled or the attempt lost its lease
+
+
+class Source(Protocol):
+    def __call__(self, ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder: ...
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def source(kind: str) -> Callable[[Source], Source]:
+    def register(fetch: Source) -> Source:
+        if kind in _SOURCES and _SOURCES[kind] is not fetch:
+            raise ValueError(f"source kind {kind!r} is registered twice")
+        _SOURCES[kind] = fetch
+        return fetch
+
+    return register
+
+
+def load_backends(package: str) -> None:
+    """Import every module of ``package`` so that their registrations run."""
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{module.name}")
+
+
+def fetch(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder:
+    """Fetch ``ref`` into ``into`` (Hub files go to the shared cache instead) with its pinned revision."""
+    from jobs.sources import source_kind
+
+    load_backends(__name__)
+    return _SOURCES[source_kind(ref.source)](ref, into=into, field=field, ctx=ctx)
+
+
+def registered() -> dict[str, Source]:
+    load_backends(__name__)
+    return dict(_SOURCES)

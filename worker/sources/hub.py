@@ -21,20 +21,27 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from jobs.sources import check_source
 from merge_core.errors import PickleRefusedError, SourceNotFoundError
-from merge_core.pipeline import ResolvedSource
-from worker.errors import SourceForbiddenError, TransientError
-from worker.sources import ADAPTER_FILES, PICKLE_FILE
+from merge_core.pipeline import AdapterFolder
+from merge_core.spec import AdapterRef
+from worker.errors import SourceForbiddenError, SourceUnavailableError
+from worker.sources import ADAPTER_FILES, PICKLE_FILE, FetchContext, source
 
 
-def resolve_hub(repo_id: str, revision: str | None, *, token: str | None, cache_dir: Path, allow_pickle: bool) -> ResolvedSource:
+@source("hub")
+def fetch_hub(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder:
+    """Pin ``ref.revision`` (default ``main``) to a commit sha and download that commit's adapter files
+    into the shared Hub cache (``into`` stays unused: the cache is reused across jobs)."""
+    repo_id, token = ref.source, ctx.hub_token
+    check_source(repo_id, ref.revision, local_roots=[], field=field)  # again here: the record may predate today's rules
     with hub_errors(repo_id):
-        info = HfApi(token=token or False).model_info(repo_id, revision=revision or "main")
-        files = {s.rfilename for s in info.siblings or []}
+        info = HfApi(token=token or False).model_info(repo_id, revision=ref.revision or "main")
+        files = {s.rfilename: s for s in info.siblings or []}
         wanted = [ADAPTER_FILES[0]]
         if ADAPTER_FILES[1] in files:
             wanted.append(ADAPTER_FILES[1])
-        elif PICKLE_FILE in files and allow_pickle:
+        elif PICKLE_FILE in files and ctx.allow_pickle:
             wanted.append(PICKLE_FILE)
         elif PICKLE_FILE in files:
             raise PickleRefusedError(
@@ -42,8 +49,11 @@ def resolve_hub(repo_id: str, revision: str | None, *, token: str | None, cache_
             )
         else:
             raise SourceNotFoundError(f"{repo_id}@{info.sha[:12]} has no {ADAPTER_FILES[1]}", source=repo_id)
-        paths = [hf_hub_download(repo_id, name, revision=info.sha, cache_dir=cache_dir, token=token or False) for name in wanted]
-    return ResolvedSource(path=Path(paths[0]).parent, revision=info.sha)
+        paths = []
+        for name in wanted:
+            ctx.check()
+            paths.append(hf_hub_download(repo_id, name, revision=info.sha, cache_dir=ctx.hub_cache_dir, token=token or False))
+    return AdapterFolder(path=Path(paths[0]).parent, revision=info.sha)
 
 
 @contextmanager
@@ -62,13 +72,13 @@ def hub_errors(repo: str):
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status is None or status >= 500 or status == 429:
-            raise TransientError(f"the Hub answered {status} for {repo}", source=repo, status=status) from None
+            raise SourceUnavailableError(f"the Hub answered {status} for {repo}", source=repo, status=status) from None
         if status in (401, 403):
             raise SourceForbiddenError(f"{repo}: access denied ({status})", source=repo) from None
         raise SourceNotFoundError(f"{repo}: the Hub answered {status}", source=repo) from None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise  # the Hub cache's disk is full: storage_full, not a Hub outage
-        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None
+        raise SourceUnavailableError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None
     except (httpx2.TransportError, TimeoutError) as exc:
-        raise TransientError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None
+        raise SourceUnavailableError(f"could not reach the Hub for {repo} ({type(exc).__name__})", source=repo) from None

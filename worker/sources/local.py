@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -34,8 +34,9 @@ from merge_core.errors import (
     PickleRefusedError,
     SourceNotFoundError,
 )
-from merge_core.pipeline import ResolvedSource
-from worker.sources import ADAPTER_FILES, PICKLE_FILE
+from merge_core.pipeline import AdapterFolder
+from merge_core.spec import AdapterRef
+from worker.sources import ADAPTER_FILES, PICKLE_FILE, FetchContext, source
 
 MAX_CONFIG_BYTES = 16 << 20
 MAX_BASE_MODEL_FILES = 256
@@ -76,10 +77,11 @@ def stage_local(
     field: str,
     allow_pickle: bool = False,
     max_bytes: int | None = None,
-) -> ResolvedSource:
+    check: Callable[[], None] | None = None,
+) -> AdapterFolder:
     """Copy a local adapter's files into ``into`` (created; must not hold them yet) and pin it by sha256.
 
-    Returns ``ResolvedSource(path=into, revision="sha256:<hex of the weights>")``; merge_core then reads
+    Returns ``AdapterFolder(path=into, revision="sha256:<hex of the weights>")``; merge_core then reads
     only ``into``. Raises LocalPathNotAllowedError (a path or file outside the roots, in the data dir, or
     through a refused symlink; nothing is read then), InvalidSourceError (malformed path),
     SourceNotFoundError, InvalidAdapterConfigError (config missing or too big), PickleRefusedError,
@@ -106,7 +108,7 @@ def stage_local(
             raise InvalidAdapterConfigError(
                 f"{field}: {shown!r} is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit for a config", source=source
             )
-        _copy(fd, into / ADAPTER_FILES[0])
+        _copy(fd, into / ADAPTER_FILES[0], check)
     shown = f"{source.rstrip('/')}/{weights_name}"
     with _closing(open_confined(folder / weights_name, confinement, field=field, shown=shown)) as fd:
         size = os.fstat(fd).st_size
@@ -117,8 +119,21 @@ def stage_local(
                 size=size,
                 limit=max_bytes,
             )
-        digest = _copy(fd, into / weights_name)
-    return ResolvedSource(path=into, revision=f"sha256:{digest}")
+        digest = _copy(fd, into / weights_name, check)
+    return AdapterFolder(path=into, revision=f"sha256:{digest}")
+
+
+@source("local")
+def fetch_local(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder:
+    return stage_local(
+        ref.source,
+        confinement=ctx.confinement,
+        into=into,
+        field=field,
+        allow_pickle=ctx.allow_pickle,
+        max_bytes=ctx.max_adapter_bytes,
+        check=ctx.check,
+    )
 
 
 # -- base models ------------------------------------------------------------------------------
@@ -274,13 +289,18 @@ def _open_beneath(root: Path, parts: tuple[str, ...], *, field: str, shown: str)
     return last
 
 
-def _copy(fd: int, target: Path) -> str:
-    """Copy from ``fd`` into a new file ``target``; return the sha256 of what was copied."""
+def _copy(fd: int, target: Path, check: Callable[[], None] | None = None) -> str:
+    """Copy from ``fd`` into a new file ``target``; return the sha256 of what was copied. ``check``
+    runs every 64 MiB, so a cancel stops a multi-gigabyte copy."""
     digest = hashlib.sha256()
+    copied = 0
     with open(target, "xb") as out:
         while chunk := os.read(fd, _CHUNK):
             digest.update(chunk)
             out.write(chunk)
+            copied += len(chunk)
+            if check is not None and copied % (64 * _CHUNK) == 0:
+                check()
     return digest.hexdigest()
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.sources import parse_s3
-from merge_core.errors import PickleRefusedError, SourceNotFoundError
-from merge_core.pipeline import ResolvedSource
+from merge_core.errors import AdapterTooLargeError, PickleRefusedError, SourceNotFoundError
+from merge_core.pipeline import AdapterFolder
+from merge_core.spec import AdapterRef
 from worker.s3 import s3_client, s3_errors
-from worker.sources import ADAPTER_FILES, PICKLE_FILE
+from worker.sources import ADAPTER_FILES, PICKLE_FILE, FetchContext, source
 
 
-def resolve_s3(uri: str, *, endpoint_url: str | None, into: Path, allow_pickle: bool, field: str) -> ResolvedSource:
+@source("s3")
+def fetch_s3(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder:
+    uri, allow_pickle = ref.source, ctx.allow_pickle
     bucket, prefix = parse_s3(uri, field=field)
-    client = s3_client(endpoint_url)
+    client = s3_client(ctx.s3_endpoint_url)
     base = f"{prefix}/" if prefix else ""
     with s3_errors(uri):
         listing = client.list_objects_v2(Bucket=bucket, Prefix=base, Delimiter="/")
@@ -28,6 +31,15 @@ def resolve_s3(uri: str, *, endpoint_url: str | None, into: Path, allow_pickle: 
         if ADAPTER_FILES[0] not in present:
             raise SourceNotFoundError(f"{uri} has no {ADAPTER_FILES[0]}", source=uri)
         into.mkdir(parents=True, exist_ok=True)
+        size = present[weights].get("Size", 0)
+        if ctx.max_adapter_bytes is not None and size > ctx.max_adapter_bytes:
+            raise AdapterTooLargeError(
+                f"{uri}: {weights} is {size} bytes, over the limit of {ctx.max_adapter_bytes}",
+                source=uri,
+                size=size,
+                limit=ctx.max_adapter_bytes,
+            )
         for name in (ADAPTER_FILES[0], weights):
+            ctx.check()
             client.download_file(bucket, base + name, str(into / name))
-    return ResolvedSource(path=into, revision="etag:" + present[weights]["ETag"].strip('"'))
+    return AdapterFolder(path=into, revision="etag:" + present[weights]["ETag"].strip('"'))

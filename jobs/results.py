@@ -1,0 +1,21 @@
+"""Where the local result store keeps a job's result, for the worker that writes it and the API that
+serves it as a tar (the API knows results by their ``file://`` URI, not by the sink's layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+def local_result_folder(results_dir: Path, job_id: str) -> Path:
+    return results_dir / job_id
+
+
+def local_folder_of(uri: str, results_dir: Path) -> Path | None:
+    """The folder a ``file://`` result URI names, if it lies in ``results_dir``; None otherwise."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    folder = Path(unquote(parsed.path)).resolve()
+    store = Path(results_dir).resolve()
+    return folder if folder.parent == store else None
