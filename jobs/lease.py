@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobs.records import JobRecord, JobStatus, now
 
@@ -38,10 +39,10 @@ class Fence:
 class LeaseLostError(Exception):
     """This attempt no longer holds the job (taken over, finished or expired): abandon it untouched."""
 
-    def __init__(self, job_id: str, fence: Fence, record: JobRecord | None) -> None:
+    def __init__(self, job_id: str, fence: Fence, record: JobRecord | None, *, why: str = "the record is gone") -> None:
         self.job_id, self.fence = job_id, fence
         if record is None:
-            state = "the record is gone"
+            state = why
         else:
             state = f"the record is {record.status.value}, attempt {record.attempts} on {record.worker or 'no worker'}"
         super().__init__(f"job {job_id}: attempt {fence.attempt} on {fence.worker} lost its lease ({state})")
@@ -57,10 +58,15 @@ def holder_is_gone(record: JobRecord, lease_s: float) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (a killed process whose exit nobody has collected yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: existence is all we know
+    return state not in ("Z", "X")

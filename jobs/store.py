@@ -279,9 +279,10 @@ class JobStore:
             raise LeaseLostError(job_id, fence, record)
         return record
 
-    def refresh_lease(self, job_id: str, fence: Fence) -> JobRecord:
-        """Touch ``updated_at`` (done by every write). Returns the record: ``cancel_requested`` rides along."""
-        return self._fenced(job_id, fence, lambda record: None, patient=False)
+    def refresh_lease(self, job_id: str, fence: Fence, *, patient: bool = False) -> JobRecord:
+        """Touch ``updated_at`` (done by every write). Returns the record: ``cancel_requested`` rides along.
+        ``patient``: wait out a Redis restart (the check before publishing), instead of failing at once."""
+        return self._fenced(job_id, fence, lambda record: None, patient=patient)
 
     def set_progress(self, job_id: str, fence: Fence, progress: JobProgress) -> None:
         self._fenced(job_id, fence, lambda record: setattr(record, "progress", progress), patient=False)

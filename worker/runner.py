@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs.lease import LeaseLostError, worker_id
@@ -92,15 +94,15 @@ class JobRunner:
             log.warning("job %s: transient %s, retry %d in %.1f s", record.id, exc.code, record.attempts, delay)
             raise RetryLater(delay, exc) from None
         except MergeError as exc:
-            return self._fail(attempt, exc.code, exc.message)
+            return self._fail(attempt, exc.code, _unstaged(exc.message, staging))
         except SoftTimeLimitExceeded:
             limit = self.settings.job_soft_time_limit_s
             return self._fail(attempt, "time_limit_exceeded", f"the job ran past {limit} s (LORAMERGE_JOB_SOFT_TIME_LIMIT_S)")
         except OSError as exc:  # our own disk: staging, result store, Hub cache
             code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
             return self._fail(attempt, code, f"the worker could not write its files: {exc.strerror or exc}")
-        except LeaseLostError:
-            raise
+        except (LeaseLostError, redis.RedisError):
+            raise  # a Redis outage past the workers' grace: no record can be written; the lease sweep requeues it
         except Exception as exc:
             log.exception("job %s: unexpected error", record.id)
             return self._fail(attempt, "internal_error", f"unexpected {type(exc).__name__}; the worker log has the details")
@@ -195,6 +197,12 @@ class JobRunner:
         if record.hub_token_enc:
             return self.tokens.open(record.hub_token_enc)
         return self.settings.hub_token.get_secret_value() if self.settings.hub_token else None
+
+
+def _unstaged(message: str, staging: Path) -> str:
+    """Name staged copies by the adapter they came from, not by the server's staging path."""
+    message = re.sub(re.escape(str(staging / "sources")) + r"/(\d+)", lambda m: f"adapters[{m[1]}]", message)
+    return message.replace(str(staging), "<staging>")
 
 
 def _remove_if_empty(folder: Path) -> None:
