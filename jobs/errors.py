@@ -157,11 +157,13 @@ class LeaseLostError(Exception):
     """This attempt no longer holds the job (taken over, finished or expired): abandon it untouched.
     Not a job outcome, so it has no code: nothing is recorded for it."""
 
-    def __init__(self, job_id: str, fence: Fence, record: JobRecord | None, *, state: str | None = None) -> None:
+    def __init__(
+        self, job_id: str, fence: Fence, record: JobRecord | None, *, why: str = "the record is gone", state: str | None = None
+    ) -> None:
         self.job_id, self.fence = job_id, fence
         if state is None:
             if record is None:
-                state = "the record is gone"
+                state = why
             else:
                 state = f"the record is {record.status.value}, attempt {record.attempts} on {record.worker or 'no worker'}"
         self.state = state

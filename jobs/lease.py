@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobs.errors import LeaseLostError as LeaseLostError  # re-exported: the store and the worker import it here
 from jobs.records import JobRecord, JobStatus, now
@@ -46,10 +47,15 @@ def holder_is_gone(record: JobRecord, lease_s: float) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Exists and is not a zombie (a killed process whose exit nobody has collected yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: existence is all we know
+    return state not in ("Z", "X")

@@ -105,9 +105,13 @@ def _wait_or(procs: list[subprocess.Popen], timeout_s: float, then: int) -> None
             _kill_group(proc.pid)
 
 
-def _kill_group(pgid: int) -> None:
-    """What is left of a child started with ``own_group`` (a Celery worker's pool processes)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_group(pgid: int, timeout_s: float = 10) -> None:
+    """What is left of a child started with ``own_group`` (a Celery worker's pool processes), and wait
+    until the group is empty, so that whoever looks next (the hand-back of running jobs) finds them gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)

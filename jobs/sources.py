@@ -32,8 +32,9 @@ SymlinkPolicy = Literal["within_roots", "refuse"]
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(rf"{_NAME}/{_NAME}")
 HUB_REVISION = re.compile(r"[A-Za-z0-9._/-]{1,255}")
-S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\x00-\x1f\x7f]*))?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\x00-\x1f\x7f-\x9f\u2028\u2029]*))?")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: none belongs in a path or key
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_SYMLINK_HOPS = 40
 
 
@@ -203,7 +204,10 @@ def destination_kind(destination: str | None) -> DestinationKind:
     if destination is None or destination == "local":
         return "local"
     if destination.startswith("s3://"):
-        bucket, prefix = parse_s3(destination, field="output.destination")
+        try:
+            bucket, prefix = parse_s3(destination, field="output.destination")
+        except InvalidSourceError as exc:
+            raise InvalidDestinationError(exc.message, field="output.destination") from None
         if not prefix:
             raise InvalidDestinationError("output.destination: give a prefix, s3://bucket/prefix", field="output.destination")
         return "s3"

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import redis
 
+from jobs.errors import ErrorCode
 from jobs.lease import Fence, LeaseLostError, holder_is_gone
 from jobs.records import (
     TERMINAL,
@@ -282,9 +283,10 @@ class JobStore:
             raise LeaseLostError(job_id, fence, record)
         return record
 
-    def refresh_lease(self, job_id: str, fence: Fence) -> JobRecord:
-        """Touch ``updated_at`` (done by every write). Returns the record: ``cancel_requested`` rides along."""
-        return self._fenced(job_id, fence, lambda record: None, patient=False)
+    def refresh_lease(self, job_id: str, fence: Fence, *, patient: bool = False) -> JobRecord:
+        """Touch ``updated_at`` (done by every write). Returns the record: ``cancel_requested`` rides along.
+        ``patient``: wait out a Redis restart (the check before publishing), instead of failing at once."""
+        return self._fenced(job_id, fence, lambda record: None, patient=patient)
 
     def set_progress(self, job_id: str, fence: Fence, progress: JobProgress) -> None:
         self._fenced(job_id, fence, lambda record: setattr(record, "progress", progress), patient=False)
@@ -364,7 +366,7 @@ class JobStore:
             if ran_s >= time_limit_s:
                 record.status = JobStatus.failed
                 record.error = JobError(
-                    code="time_limit_exceeded",
+                    code=ErrorCode.time_limit_exceeded,
                     message=f"the attempt ran {ran_s:.0f} s, past the hard limit of {time_limit_s:.0f} s "
                     "(LORAMERGE_JOB_TIME_LIMIT_S); its process was stopped",
                 )
@@ -374,7 +376,9 @@ class JobStore:
                 record.progress = JobProgress(stage="requeued: the service was stopped")
             elif record.attempts >= max_attempts:
                 record.status = JobStatus.failed
-                record.error = JobError(code="worker_lost", message=f"the worker was lost {record.attempts} times; giving up")
+                record.error = JobError(
+                    code=ErrorCode.worker_lost, message=f"the worker was lost {record.attempts} times; giving up"
+                )
             else:
                 record.status = JobStatus.queued
                 record.progress = JobProgress(stage="requeued: worker lost")

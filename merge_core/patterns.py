@@ -8,12 +8,13 @@ PEFT (``peft.utils.other.get_pattern_key``) takes the first key ``k``, in the co
   with ``re.escape`` or not) are looked up by the module's dotted suffixes in hash tables, no regex run;
 * every other key runs on RE2 (linear time, no backtracking), compiled once per adapter from the very
   string PEFT builds, so a key holding ``|`` or unbalanced parentheses means what it means to PEFT.
-  Their total matching time per adapter is capped at ``REGEX_SECONDS`` as a last guard.
+  The total matching time per adapter, lookups and RE2 alike, is capped at ``REGEX_SECONDS`` as a
+  last guard.
 
 Refused as ``UnsupportedPatternError``, naming the key: keys Python's ``re`` rejects (PEFT could not
 load them either), keys RE2 cannot run (backreferences, lookaround, atomic groups, possessive
-repeats), keys longer than ``MAX_KEY_CHARS``, more than ``MAX_KEYS`` keys or ``MAX_REGEX_KEYS`` regex
-keys in one pattern, and constructs the two engines read differently (``[:alpha:]`` classes, ``{,n}``,
+repeats), keys longer than ``MAX_KEY_CHARS``, more than ``MAX_KEYS`` keys, ``MAX_REGEX_KEYS`` regex
+keys or ``MAX_SHAPES`` shapes of wildcard keys in one pattern, and constructs the two engines read differently (``[:alpha:]`` classes, ``{,n}``,
 ``\1``-style escapes). What still differs: RE2's ``\w``, ``\d``, ``\s`` and ``\b`` are ASCII-only where
 Python's are Unicode, which matters only for non-ASCII module names.
 """
@@ -32,8 +33,9 @@ from merge_core.errors import UnsupportedPatternError, shown
 MAX_KEY_CHARS = 512
 MAX_KEYS = 10_000  # per pattern: PEFT-written configs list at most one key per module
 MAX_REGEX_KEYS = 256  # per pattern, keys with operators other than '.': each holds a compiled RE2
+MAX_SHAPES = 256  # per pattern, distinct (length, '.' positions) of the other keys: each is one lookup per module
 REGEX_MEMORY = 256 << 10  # RE2 budget per key (program + DFA cache); past it RE2 falls back to its NFA, still linear
-REGEX_SECONDS = 10.0  # total RE2 matching time allowed per adapter
+REGEX_SECONDS = 10.0  # total matching time allowed per adapter (lookups and RE2), the last guard
 _META = frozenset(".^$*+?{}[]()|\\")
 _OCTAL_OR_BACKREF = re.compile(r"\\[1-9]")
 
@@ -73,6 +75,12 @@ class PatternTable:
             text, wild = fixed
             literal = None if not wild else tuple(i for i in range(len(text)) if i not in wild)
             groups.setdefault((len(text), literal), {}).setdefault(_pick(text, literal), index)
+        if len(groups) > MAX_SHAPES:
+            raise UnsupportedPatternError(
+                f"{where}: {field} has keys of {len(groups)} different shapes (length and '.' positions), over the limit of "
+                f"{MAX_SHAPES}; escape the dots of module names (re.escape) or list fewer keys",
+                field=field,
+            )
         for (length, literal), table in groups.items():
             getter = None if literal is None else (itemgetter(*literal) if literal else _nothing)
             self._fixed.setdefault(length, []).append((getter, table))
@@ -80,6 +88,13 @@ class PatternTable:
     def index(self, module: str) -> int | None:
         """The index of the first key that matches a dotted suffix of ``module`` (PEFT's rule), or None.
         ``module`` holds no newline (the loader's tensor-name pattern cannot capture one)."""
+        started = time.monotonic()
+        try:
+            return self._index(module, started)
+        finally:
+            self._budget.spent += time.monotonic() - started
+
+    def _index(self, module: str, started: float) -> int | None:
         best = None
         for start in (0, *(i + 1 for i, c in enumerate(module) if c == ".")):
             suffix = module[start:]
@@ -87,25 +102,25 @@ class PatternTable:
                 found = table.get(suffix if getter is None else getter(suffix))
                 if found is not None and (best is None or found < best):
                     best = found
+        self._within_budget(started)
         if not self._regexes or (best is not None and best < self._regexes[0][0]):
             return best
         encoded = module.encode()
-        started = time.monotonic()
-        try:
-            for index, regex in self._regexes:
-                if best is not None and index > best:
-                    break
-                if regex.match(encoded) is not None:
-                    return index
-                if time.monotonic() - started + self._budget.spent > REGEX_SECONDS:
-                    raise UnsupportedPatternError(
-                        f"{self._where}: matching the {self._field} regexes against the modules took over "
-                        f"{REGEX_SECONDS:.0f} s; name the modules instead of matching them with regexes",
-                        field=self._field,
-                    )
-        finally:
-            self._budget.spent += time.monotonic() - started
+        for index, regex in self._regexes:
+            if best is not None and index > best:
+                break
+            if regex.match(encoded) is not None:
+                return index
+            self._within_budget(started)
         return best
+
+    def _within_budget(self, started: float) -> None:
+        if time.monotonic() - started + self._budget.spent > REGEX_SECONDS:
+            raise UnsupportedPatternError(
+                f"{self._where}: matching the {self._field} keys against the modules took over "
+                f"{REGEX_SECONDS:.0f} s; name the modules with fewer keys (or escaped module names) instead",
+                field=self._field,
+            )
 
     def value(self, module: str, default: object) -> object:
         index = self.index(module)

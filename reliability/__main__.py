@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +27,10 @@ SCENARIOS = [
     ("fault: frozen holder (SIGSTOP past its lease)", lambda stack, base, fast: faults.frozen_holder(stack)),
     ("fault: Redis restart mid-run", lambda stack, base, fast: faults.redis_restart(stack)),
     ("fault: Redis kill -9 while submitting", lambda stack, base, fast: faults.stranded_queued(stack)),
-    ("fault: serve stopped by SIGTERM/SIGHUP/SIGINT", lambda stack, base, fast: shutdown.serve_signals(base)),
+    (
+        "fault: serve stopped by SIGTERM/SIGHUP/SIGINT",
+        lambda stack, base, fast: shutdown.serve_signals(base, signals=(signal.SIGTERM,) if fast else shutdown.SIGNALS),
+    ),
     ("fault: API restart mid-run", lambda stack, base, fast: faults.api_restart(stack)),
     ("fault: Hub 503 x2 then 200 / 404", lambda stack, base, fast: faults.transient_and_missing_source(stack)),
     ("fault: unwritable result store", lambda stack, base, fast: faults.unwritable_sink(stack)),

@@ -279,6 +279,15 @@ def test_pattern_key_counts_are_bounded(tmp_path):
     regexes = {f"m{i}+": 4 for i in range(257)}
     with pytest.raises(errors.UnsupportedPatternError, match="257 keys with regex operators"):
         load_adapter(write_adapter_folder(tmp_path / "b", config={"rank_pattern": regexes}))
+    # the outside tester's shape flood: 10,000 long keys of letters and two '.' wildcards each, at distinct
+    # positions, cost one lookup per key shape per module (0.3 s a module before this bound)
+    shapes = {}
+    for i in range(10_000):
+        key = list("a" * 500)
+        key[i % 499], key[499 - (i // 499) % 250] = ".", "."
+        shapes["".join(key)] = 4
+    with pytest.raises(errors.UnsupportedPatternError, match="different shapes"):
+        load_adapter(write_adapter_folder(tmp_path / "c", config={"rank_pattern": shapes}))
 
 
 @pytest.mark.parametrize(

@@ -217,6 +217,23 @@ def test_a_hard_link_is_an_ordinary_file(world, tmp_path):
     assert resolved.revision.startswith("sha256:")
 
 
+def test_a_hard_link_into_the_data_dir_is_refused(world, tmp_path):
+    """The outside tester's case: secret.key hard-linked under a root, as an adapter's weights and as a
+    base model's extra file. A path check cannot see it; the inode lookup does."""
+    roots, data, _ = world
+    folder = write_adapter_folder(roots / "hard-secret", seed=5)
+    (folder / "adapter_model.safetensors").unlink()
+    os.link(data / "secret.key", folder / "adapter_model.safetensors")
+    into = tmp_path / "s"
+    with pytest.raises(LocalPathNotAllowedError, match="hard link to a file of the service's data dir") as caught:
+        stage_local(str(folder), confinement=_rules(world), into=into, field=FIELD)
+    _assert_no_leak(caught.value, into)
+    base = _base_model(roots / "base-hard")
+    os.link(data / "secret.key", base / "extra.txt")
+    with pytest.raises(LocalPathNotAllowedError, match="hard link"):
+        stage_base_model(str(base), confinement=_rules(world), into=tmp_path / "staged-base").close()
+
+
 def test_a_swap_between_check_and_open_is_caught(world, tmp_path, monkeypatch):
     """The path is checked, then a folder on it becomes a symlink out of the roots before the open."""
     roots, _, outside = world

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from jobs.heartbeat import PROCESS_PREFIX
 from jobs.lease import Fence, LeaseLostError
 from jobs.records import JobProgress, JobRecord, JobStatus, PinnedSource
 from jobs.settings import Settings
@@ -85,6 +86,10 @@ class Attempt:
             self.stage,
         )
         shutil.rmtree(self.staging, ignore_errors=True)
+        try:  # /readyz should not count this process for the rest of its heartbeat's TTL
+            self.store.redis.delete(f"{PROCESS_PREFIX}{self.fence.worker}")
+        except redis.RedisError:
+            pass
         logging.shutdown()
         os._exit(3)  # Celery's parent starts a new process; the redelivered message finds the job cancelled
 
@@ -92,7 +97,7 @@ class Attempt:
     def check(self) -> None:
         """Raise LeaseLostError if the keeper saw the lease go."""
         if self.lost.is_set():
-            raise LeaseLostError(self.job_id, self.fence, None)
+            raise LeaseLostError(self.job_id, self.fence, None, why="the lease keeper saw the job taken over")
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Throttled and best effort: a Redis outage must not abort a merge over a progress line."""
@@ -131,7 +136,7 @@ class Attempt:
         """The last check before anything leaves staging: this attempt still holds the job."""
         self.check()
         self.stage = "publish"
-        self.store.refresh_lease(self.job_id, self.fence)
+        self.store.refresh_lease(self.job_id, self.fence, patient=True)
         self.progress("publish", 0, 1)
 
     def finish(self, status: JobStatus, **changes) -> JobStatus:

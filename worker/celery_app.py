@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown, worker_shutting_down
 
 from jobs.heartbeat import start_heartbeat
 from jobs.lease import worker_id
@@ -35,11 +35,14 @@ class Housekeeping:
     def __init__(self, store: JobStore) -> None:
         self.store = store
         self.last_sweep = 0.0
+        self.stopping = False  # set when this node shuts down: its own pool's jobs are not "lost" then
 
     def requeue(self, record) -> None:
         enqueue(app, record)
 
     def __call__(self) -> None:
+        if self.stopping:
+            return  # whoever stops this node (serve) hands its running job back, refunding the attempt
         lost = self.store.recover_lost(
             lease_s=settings.job_lease_s,
             max_attempts=settings.max_attempts,
@@ -70,7 +73,16 @@ def _queues(sender) -> list[str]:
 def _start_heartbeat(sender=None, **_):
     client = connect(settings.redis_url)
     store = JobStore(client, finished_ttl_s=settings.finished_job_ttl_s)
-    _heartbeat["node"] = start_heartbeat(client, name=sender.hostname, queues=_queues(sender), housekeeping=Housekeeping(store))
+    _heartbeat["housekeeping"] = Housekeeping(store)
+    _heartbeat["node"] = start_heartbeat(
+        client, name=sender.hostname, queues=_queues(sender), housekeeping=_heartbeat["housekeeping"]
+    )
+
+
+@worker_shutting_down.connect
+def _stop_housekeeping(**_):
+    if "housekeeping" in _heartbeat:
+        _heartbeat["housekeeping"].stopping = True
 
 
 @worker_process_init.connect
@@ -83,5 +95,6 @@ def _start_process_heartbeat(**_):
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def _stop_heartbeat(**_):
-    for stop in _heartbeat.values():
-        stop.set()
+    for key in ("node", "process"):
+        if key in _heartbeat:
+            _heartbeat[key].set()

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+from jobs.errors import ErrorCode
 from jobs.lease import LeaseLostError, worker_id
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, now
 from jobs.request import MergeRequest
@@ -74,13 +77,15 @@ class JobRunner:
     def _attempt(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
         if record.attempts > self.settings.max_attempts:
             return self._fail(
-                attempt, "too_many_attempts", f"gave up after {record.attempts - 1} attempts (worker lost or transient errors)"
+                attempt,
+                ErrorCode.too_many_attempts,
+                f"gave up after {record.attempts - 1} attempts (worker lost or transient errors)",
             )
         try:
             return self._execute(record, attempt, staging)
         except MergeCancelledError:
             return attempt.finish(JobStatus.cancelled, progress=JobProgress(stage="cancelled"))
-        except TransientError as exc:
+        except TransientError as exc:  # retryable: a source or destination said "later"
             if record.attempts >= self.settings.max_attempts:
                 return self._fail(attempt, exc.code, f"{exc.message} (gave up after {record.attempts} attempts)")
             delay = self.settings.retry_backoff_s * 2 ** (record.attempts - 1)
@@ -88,18 +93,22 @@ class JobRunner:
             log.warning("job %s: transient %s, retry %d in %.1f s", record.id, exc.code, record.attempts, delay)
             raise RetryLater(delay, exc) from None
         except MergeError as exc:
-            return self._fail(attempt, exc.code, exc.message)
+            return self._fail(attempt, exc.code, _unstaged(exc.message, staging))
         except SoftTimeLimitExceeded:
             limit = self.settings.job_soft_time_limit_s
-            return self._fail(attempt, "time_limit_exceeded", f"the job ran past {limit} s (LORAMERGE_JOB_SOFT_TIME_LIMIT_S)")
+            return self._fail(
+                attempt, ErrorCode.time_limit_exceeded, f"the job ran past {limit} s (LORAMERGE_JOB_SOFT_TIME_LIMIT_S)"
+            )
         except OSError as exc:  # our own disk: staging, result store, Hub cache
-            code = "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "storage_error"
+            code = ErrorCode.storage_full if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ErrorCode.storage_error
             return self._fail(attempt, code, f"the worker could not write its files: {exc.strerror or exc}")
-        except LeaseLostError:
-            raise
+        except (LeaseLostError, redis.RedisError):
+            raise  # a Redis outage past the workers' grace: no record can be written; the lease sweep requeues it
         except Exception as exc:
             log.exception("job %s: unexpected error", record.id)
-            return self._fail(attempt, "internal_error", f"unexpected {type(exc).__name__}; the worker log has the details")
+            return self._fail(
+                attempt, ErrorCode.internal_error, f"unexpected {type(exc).__name__}; the worker log has the details"
+            )
 
     def _fail(self, attempt: Attempt, code: str, message: str) -> JobStatus:
         log.warning("job %s failed: %s", attempt.job_id, code)
@@ -180,6 +189,12 @@ class JobRunner:
         if record.hub_token_enc:
             return self.tokens.open(record.hub_token_enc)
         return self.settings.hub_token.get_secret_value() if self.settings.hub_token else None
+
+
+def _unstaged(message: str, staging: Path) -> str:
+    """Name staged copies by the adapter they came from, not by the server's staging path."""
+    message = re.sub(re.escape(str(staging / "sources")) + r"/(\d+)", lambda m: f"adapters[{m[1]}]", message)
+    return message.replace(str(staging), "<staging>")
 
 
 def _remove_if_empty(folder: Path) -> None:

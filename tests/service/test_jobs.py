@@ -71,6 +71,7 @@ def test_bad_adapter_fails_with_its_code_and_no_result(stack, alice):
     done = wait_terminal(alice, job["id"])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "non_finite_values", done["error"]
+    assert str(stack.settings.data_dir) not in done["error"]["message"], "the message names the server's staging path"
     assert not (stack.settings.results_dir / job["id"]).exists()
     assert alice.get(f"/v1/merges/{job['id']}/artifact").json()["error"]["code"] == "job_not_succeeded"
 
@@ -151,3 +152,12 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path):
     )
     assert done.returncode == 2
     assert "error [api_keys_required]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_error_messages_name_the_adapter_not_the_staging_copy(stack, alice):
+    bad = write_adapter_folder(stack.roots / "bad-json", seed=6)
+    (bad / "adapter_config.json").write_text("{not json")
+    job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": str(bad)}]}).json()
+    done = wait_terminal(alice, job["id"])
+    assert done["error"]["code"] == "invalid_adapter_config", done["error"]
+    assert str(stack.settings.data_dir) not in done["error"]["message"], done["error"]["message"]

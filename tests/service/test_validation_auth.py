@@ -108,7 +108,9 @@ def test_source_errors_name_the_field(alice, source, code):
         ({"source": "org/name"}, {"destination": "hf://org/name\n"}, "invalid_destination", "'hf://org/name'"),
         ({"source": "org/name"}, {"destination": "hf://a..b/c..d"}, "invalid_destination", "no '..' or '--'"),
         ({"source": "org/name"}, {"destination": "hf://a--b/c"}, "invalid_destination", "no '..' or '--'"),
-        ({"source": "org/name"}, {"destination": "s3://bucket/out\n"}, "invalid_source", "s3://bucket/prefix"),
+        ({"source": "org/name"}, {"destination": "s3://bucket/out\n"}, "invalid_destination", "s3://bucket/prefix"),
+        ({"source": "/roots/a\x85b"}, {}, "invalid_source", "control characters"),
+        ({"source": "/roots/a\u2028b"}, {}, "invalid_source", "control characters"),
         ({"source": "org/name"}, {"kind": "merged_model", "base_model": "/roots/b\u0000"}, "invalid_source", "control"),
     ],
 )

@@ -64,6 +64,25 @@ class Confinement:
     def path(self, path: Path, *, field: str, shown: str) -> Path:
         return confine_path(path, self.roots, field=field, shown=shown, data_dir=self.data_dir, symlinks=self.symlinks)
 
+    def holds_inode(self, info: os.stat_result) -> bool:
+        """Is this file (by device and inode) also in the data dir? A hard link is another name for the same
+        file, which path checks cannot see; only files with several links are looked up, a walk of the
+        data dir (hard links cannot cross devices, so none when it lives on another)."""
+        try:
+            if os.stat(self.data_dir).st_dev != info.st_dev:
+                return False
+        except OSError:
+            return False
+        for folder, _, names in os.walk(self.data_dir):
+            for name in names:
+                try:
+                    other = os.stat(os.path.join(folder, name), follow_symlinks=False)
+                except OSError:
+                    continue
+                if (other.st_dev, other.st_ino) == (info.st_dev, info.st_ino):
+                    return True
+        return False
+
     def allows_real(self, real: Path) -> bool:
         return not is_within(real, self.data_dir) and any(is_within(real, root) for root in self.roots)
 
@@ -228,6 +247,8 @@ def _read_index(folder: Path, confinement: Confinement, *, field: str, shown: st
         parts = PurePosixPath(name).parts
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\x00" in name:
             raise LocalPathNotAllowedError(f"{field}: {shown!r} names a file outside the base model folder", field=field)
+        if PurePosixPath(name) == PurePosixPath(BASE_INDEX_NAME):
+            raise BaseModelError(f"{field}: {shown!r} names itself as a weights shard", base_model=shown)
     return {"metadata": {}, "weight_map": weight_map}
 
 
@@ -242,8 +263,11 @@ def open_confined(path: Path, confinement: Confinement, *, field: str, shown: st
         raise LocalPathNotAllowedError(f"{field}: {shown!r} is outside the allowed local roots", field=field)
     fd = _open_beneath(root, real.relative_to(root).parts, field=field, shown=shown)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise SourceNotFoundError(f"{field}: {shown!r} is not a regular file", source=shown)
+        if info.st_nlink > 1 and confinement.holds_inode(info):
+            raise LocalPathNotAllowedError(f"{field}: {shown!r} is a hard link to a file of the service's data dir", field=field)
         if PROC_FD.is_dir():
             opened = Path(os.readlink(PROC_FD / str(fd)))
             if opened != real or not confinement.allows_real(opened):
