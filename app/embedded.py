@@ -56,7 +56,7 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
         if settings.redis_url:
             redis_url = settings.redis_url
         else:
-            server = RedisServer(settings.data_dir / "redis", pass_fds=(lock.fd,))
+            server = RedisServer(settings.data_dir / "redis", appendfsync=settings.redis_appendfsync, pass_fds=(lock.fd,))
             redis_url = server.start()
             log.info("embedded Redis on %s (data in %s)", redis_url, server.folder)
         env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}

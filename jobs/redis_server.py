@@ -27,9 +27,11 @@ def redis_executable() -> str:
 
 
 class RedisServer:
-    def __init__(self, folder: Path, *, appendonly: bool = True, pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, folder: Path, *, appendonly: bool = True, appendfsync: str = "always", pass_fds: tuple[int, ...] = ()
+    ) -> None:
         self.folder = Path(folder)
-        self.appendonly = appendonly
+        self.appendonly, self.appendfsync = appendonly, appendfsync
         self.pass_fds = pass_fds
         self._socket_dir = Path(tempfile.mkdtemp(prefix="lm-redis-"))  # unix socket paths must stay short
         self.socket = self._socket_dir / "redis.sock"
@@ -50,7 +52,7 @@ class RedisServer:
                     "unixsocketperm 700",
                     f"dir {self.folder}",
                     f"appendonly {'yes' if self.appendonly else 'no'}",
-                    "appendfsync always",
+                    f"appendfsync {self.appendfsync}",
                     'save ""',
                     f"logfile {self.folder / 'redis.log'}",
                     "daemonize no",

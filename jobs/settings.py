@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     redis_outage_grace_s: float = Field(
         default=120.0, ge=0, description="Workers wait out a Redis restart this long before giving up on a job's outcome."
     )
+    redis_appendfsync: Literal["always", "everysec"] = Field(
+        default="always",
+        description="fsync policy of the embedded Redis's AOF: `always` makes a 202 survive a power cut; `everysec` is faster.",
+    )
     progress_interval_s: float = Field(default=0.5, gt=0, description="Least time between two progress writes of one job.")
 
     @field_validator("local_roots", mode="before")

@@ -99,6 +99,14 @@ def serve_signals(base: Path, signals=SIGNALS) -> dict:
     (base / "data").mkdir(parents=True, exist_ok=True)
     (base / "data" / "serve.lock").write_text("999999\n")  # left by a crash: no process holds it
     serve = Serve(base, LORAMERGE_SHUTDOWN_GRACE_S="2").start()
+    try:
+        return _signals_and_restarts(serve, base, slow, small, signals, figures)
+    finally:
+        if serve.proc.poll() is None:  # a failed check must not leave a serve (and its merges) behind
+            serve.stop(signal.SIGTERM)
+
+
+def _signals_and_restarts(serve: Serve, base: Path, slow: list[str], small: str, signals, figures: dict) -> dict:
     second = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())], env=serve.env, capture_output=True, timeout=60
     )
