@@ -1,7 +1,9 @@
 """Import rules that keep the architecture honest:
 - merge_core imports no web, queue, Hub or object-store code (the library stands on its own);
 - jobs (the contract shared by API and workers) imports no torch and no web framework;
-- app (the API) never imports the worker package, and the worker never imports the app."""
+- app (the API) never imports the worker package, and the worker never imports the app;
+- support (factories, stand-ins, the process stack, references) imports neither tests nor reliability,
+  and reliability and benchmarks never import tests: all three share support/ instead."""
 
 import ast
 import pathlib
@@ -12,6 +14,9 @@ RULES = {
     "jobs": {"torch", "fastapi", "starlette", "app", "worker", "huggingface_hub", "boto3"},
     "app": {"worker", "huggingface_hub", "boto3"},
     "worker": {"app", "fastapi", "starlette"},
+    "support": {"tests", "reliability", "benchmarks"},
+    "reliability": {"tests"},
+    "benchmarks": {"tests"},
 }
 
 

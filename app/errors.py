@@ -107,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def _status(code: str) -> int | None:
     try:
         return ErrorCode(code).status
-    except ValueError:  # a code missing from the catalog: tests/test_error_catalog.py fails on it
+    except ValueError:  # a code missing from the catalog: tests/jobs/test_error_catalog.py fails on it
         return None
 
 

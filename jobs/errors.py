@@ -9,7 +9,7 @@ it never is an HTTP response), ``where`` it shows up, and a one-line meaning:
 - ``cli``: a ``loramerge`` command's stderr line ``error [code]: message`` (exit status 2).
 
 merge_core defines its own codes on its error classes, because it imports no service code; the
-catalog lists them as well. tests/test_error_catalog.py keeps the classes, the catalog and the README
+catalog lists them as well. tests/jobs/test_error_catalog.py keeps the classes, the catalog and the README
 table (``python -m jobs.errors`` prints it) in step.
 
 The errors below are the ones that both the API and the worker raise. Like merge_core's, each one is

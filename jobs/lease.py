@@ -37,6 +37,13 @@ class Fence:
         return record.status == JobStatus.running and record.attempts == self.attempt and record.worker == self.worker
 
 
+def attempts_spent(record: JobRecord, max_attempts: int) -> bool:
+    """The one rule for "attempts used up": the current attempt was the last one allowed. The store
+    (a lost holder: ``worker_lost``; a delivery after the last attempt: ``too_many_attempts``) and
+    the runner (a transient error: that error's code) ask it; the code says why it ran out."""
+    return record.attempts >= max_attempts
+
+
 def holder_is_gone(record: JobRecord, lease_s: float) -> bool:
     if record.worker is None:
         return True

@@ -28,7 +28,7 @@ from typing import TypeVar
 import redis
 
 from jobs.errors import ErrorCode
-from jobs.lease import Fence, LeaseLostError, holder_is_gone
+from jobs.lease import Fence, LeaseLostError, attempts_spent, holder_is_gone
 from jobs.records import (
     TERMINAL,
     TRANSITIONS,
@@ -374,7 +374,7 @@ class JobStore:
                 record.status = JobStatus.queued
                 record.attempts = max(record.attempts - 1, 0)
                 record.progress = JobProgress(stage="requeued: the service was stopped")
-            elif record.attempts >= max_attempts:
+            elif attempts_spent(record, max_attempts):
                 record.status = JobStatus.failed
                 record.error = JobError(
                     code=ErrorCode.worker_lost, message=f"the worker was lost {record.attempts} times; giving up"

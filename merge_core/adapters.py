@@ -157,7 +157,20 @@ def _alpha(value: object, field: str, where: str) -> float:
 def load_adapter(
     path: str | Path, *, allow_pickle: bool = False, max_bytes: int | None = None, revision: str | None = None
 ) -> LoraAdapter:
-    """Read a PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``)."""
+    """Read a PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) into scaled factors.
+
+    Args:
+        path: the folder.
+        allow_pickle: read ``adapter_model.bin`` (torch pickle, weights only) when there is no safetensors
+            file. Off by default: unpickling untrusted files can run code.
+        max_bytes: refuse a weights file larger than this before reading it.
+        revision: recorded with the adapter (provenance); defaults to the config's ``revision``.
+
+    Raises:
+        SourceNotFoundError, InvalidAdapterConfigError, UnsupportedPatternError, UnsupportedAdapterError,
+        CorruptSafetensorsError, AdapterTooLargeError, RankMismatchError, NonFiniteError, PickleRefusedError:
+        each with its ``code``, checked in that order: config, header, then tensor data.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise SourceNotFoundError(f"adapter folder {str(folder)!r} does not exist", source=str(folder))

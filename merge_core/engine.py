@@ -92,7 +92,25 @@ def merge_adapters(
     should_cancel: Callable[[], bool] | None = None,
     batch_elements: int = BATCH_ELEMENTS,
 ) -> MergedAdapter:
-    """Merge ``adapters`` module by module. ``weights[i]`` multiplies adapter i's update (default 1)."""
+    """Merge ``adapters`` module by module, batching modules of the same shape.
+
+    Args:
+        adapters: loaded adapters (``load_adapter``) of one base model; target modules may differ.
+        method, params: a registered method and its parsed parameters (``validate_spec``).
+        weights: ``weights[i]`` multiplies adapter i's update ``ΔW_i`` (default 1 each).
+        rank: ``None`` keeps the exact result (factored methods only); an integer truncates each module
+            by SVD to at most that rank and reports the relative error as ``compression_error``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``/None (CUDA when available).
+        progress: ``progress(stage, done, total)`` per batch and inside long kernels.
+        should_cancel: asked at the same points; True raises MergeCancelledError.
+        batch_elements: upper bound of one batch's factor elements (memory per batch).
+
+    Raises:
+        RankRequiredError: a dense method without ``rank``.
+        BaseModelMismatchError, ShapeMismatchError: adapters that cannot be merged together.
+        MergeDivergedError: the result holds NaN or Inf.
+        MergeCancelledError: ``should_cancel`` said so.
+    """
     method.check_rank(rank)
     check_compatible(adapters)
     weights = list(weights) if weights is not None else [1.0] * len(adapters)

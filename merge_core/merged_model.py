@@ -44,6 +44,25 @@ def write_merged_model(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[str]:
+    """Write ``W0 + ΔW`` for every merged module, and the base's other tensors unchanged, as (sharded)
+    safetensors in ``out_folder``, one tensor in memory at a time; copy the base's config files.
+
+    Args:
+        merged: the merged update (``merge_adapters``).
+        base_folder: the base model's folder (``model.safetensors`` or an index with shards).
+        out_folder: created; must not hold the files yet.
+        dtype: output dtype of the merged weights ("float32", "float16", "bfloat16").
+        shard_bytes: largest output shard.
+        progress: ``progress("write", done, total)`` per tensor.
+
+    Returns:
+        The names of the files written.
+
+    Raises:
+        BaseModelError: missing folder or weights, a merged module without a base weight, an unwritable dtype.
+        ShapeMismatchError: a base weight whose shape is not the update's.
+        CorruptSafetensorsError: a base shard's header does not hold.
+    """
     files = base_weight_files(base_folder)
     headers = {path: read_header(path) for path in set(files.values())}
     targets = {f"{name}.weight": name for name in merged.modules}

@@ -1,7 +1,7 @@
 """The one way a merge method becomes visible: ``@register(name, Params, ...)`` on its kernel.
 
 ``merge_core.methods`` imports every module in its folder (pkgutil), so a new method module cannot be
-forgotten; ``tests/test_registry.py`` checks, in a fresh interpreter, that each registers a method.
+forgotten; ``tests/merge_core/test_registry.py`` checks, in a fresh interpreter, that each registers a method.
 """
 
 from __future__ import annotations
@@ -79,6 +79,19 @@ _METHODS: dict[str, MergeMethod] = {}
 
 
 def register(name: str, params: type[MethodParams], *, factored: bool, summary: str, comparison_only: bool = False):
+    """Make ``kernel`` the merge method ``name``: ``@register("ties", TiesParams, factored=False, summary=...)``.
+
+    Args:
+        name: the method's name in specs, the API and the CLI.
+        params: its pydantic parameters model (``MethodParams`` subclass; ``SeededParams`` if it draws).
+        factored: True when the kernel returns the exact update as factors (no ``output.rank`` needed).
+        summary: one line for ``/v1/methods`` and ``loramerge methods``.
+        comparison_only: listed for benchmarks, not recommended for use.
+
+    Raises:
+        RuntimeError: ``name`` is already registered.
+    """
+
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")

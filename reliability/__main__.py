@@ -13,14 +13,14 @@ from pathlib import Path
 
 from reliability import confinement, faults, fuzz, hostile, load, regex_dos, security, shutdown
 from reliability.report import run_scenario, table
-from reliability.stack import ProcessStack
+from support.stack import ProcessStack
 
 # Main-stack settings: 2 workers (the load target), adapters up to 12 MiB (the size-limit case
 # writes a bigger one; the slow fault jobs stay under it), a short lease so lost workers are noticed fast.
 STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000, "job_lease_s": 6, "stranded_after_s": 5}
 
 
-# (name, run(stack, base, fast)) in the order they run; tests/reliability parametrizes over it.
+# (name, run(stack, base, fast)) in the order they run; tests/e2e/test_reliability_fast.py parametrizes over it.
 SCENARIOS = [
     ("fault: worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_kill(stack)),
     ("fault: whole worker kill -9 mid-merge", lambda stack, base, fast: faults.worker_node_kill(stack)),

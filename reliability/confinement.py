@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from jobs.store import connect
-from reliability.stack import ProcessStack
-from tests.factories import SHAPES, write_adapter_folder
+from support.factories import SHAPES, write_adapter_folder
+from support.stack import ProcessStack
 
 OUTSIDE_BYTES = b"reliability-confinement-outside-file-5d1c"
 CODE = "local_path_not_allowed"

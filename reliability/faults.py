@@ -10,8 +10,8 @@ import time
 
 import httpx
 
-from reliability.stack import ProcessStack
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
+from support.stack import ProcessStack
 
 SLOW_SHAPES = {f"model.layers.{i}.mlp.up_proj": (512, 512) for i in range(300)}
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")

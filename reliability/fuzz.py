@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from reliability.stack import KEYS, ProcessStack
+from support.stack import KEYS, ProcessStack
 
 
 def fuzz_openapi(stack: ProcessStack, requests: int = 10_000) -> dict:

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from reliability.stack import ProcessStack
-from tests.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
+from support.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
+from support.stack import ProcessStack
 
 
 def _first(header: dict) -> str:

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from reliability.stack import KEYS, ProcessStack, free_port
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
+from support.stack import KEYS, ProcessStack, free_port
 
 
 def _percentile(values: list[float], q: float) -> float:

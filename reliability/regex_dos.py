@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from reliability.stack import ProcessStack
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
+from support.stack import ProcessStack
 
 MODULE = "a" * 40 + "!"
 DEADLINE_S = 20.0

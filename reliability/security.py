@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from jobs.store import connect
-from reliability.stack import ProcessStack
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
+from support.stack import ProcessStack
 
 JOB_TOKEN = "hf_rel_per_job_token_Zk3v9Q"
 

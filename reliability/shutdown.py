@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.factories import write_adapter_folder
-from tests.standins.server import free_port
+from support.factories import write_adapter_folder
+from support.standins.server import free_port
 
 SLOW_SHAPES = {f"model.layers.{i}.mlp.up_proj": (512, 512) for i in range(150)}
 

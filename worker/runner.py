@@ -19,7 +19,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs.errors import ErrorCode
-from jobs.lease import LeaseLostError, worker_id
+from jobs.lease import LeaseLostError, attempts_spent, worker_id
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, now
 from jobs.request import MergeRequest
 from jobs.secrets import TokenBox
@@ -75,7 +75,7 @@ class JobRunner:
             _remove_if_empty(staging.parent)
 
     def _attempt(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
-        if record.attempts > self.settings.max_attempts:
+        if attempts_spent(record, self.settings.max_attempts + 1):  # claimed once more than allowed
             return self._fail(
                 attempt,
                 ErrorCode.too_many_attempts,
@@ -86,7 +86,7 @@ class JobRunner:
         except MergeCancelledError:
             return attempt.finish(JobStatus.cancelled, progress=JobProgress(stage="cancelled"))
         except TransientError as exc:  # retryable: a source or destination said "later"
-            if record.attempts >= self.settings.max_attempts:
+            if attempts_spent(record, self.settings.max_attempts):
                 return self._fail(attempt, exc.code, f"{exc.message} (gave up after {record.attempts} attempts)")
             delay = self.settings.retry_backoff_s * 2 ** (record.attempts - 1)
             attempt.requeue(progress=JobProgress(stage=f"retrying in {delay:.0f} s: {exc.code}"), not_before=now() + delay)

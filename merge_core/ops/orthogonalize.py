@@ -6,7 +6,7 @@ For blocks ``X_i`` (rows of the stacked ``X``) we minimize
 ``R × R`` coefficient matrix ``Z`` (``R = Σ r_i``), and the whole descent runs on ``Z`` and the Gram
 matrix ``G = X̃ X̃ᵀ``: per-step cost ``O(R³)``, flat in the hidden size ``d``. Only the Gram product and
 the final ``(I + Z) X̃`` touch ``d``. The literal dense
-descent, for tests, is ``tests.references.orthogonalize_dense``.
+descent, for tests, is ``support.references.orthogonalize_dense``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from worker.errors import DestinationError, DestinationUnavailableError
+from worker.hub import hub_errors
 from worker.sinks import PublishContext, Published, listing, result_files, sink
-from worker.sources.hub import hub_errors
 
 
 @sink("hub")

@@ -7,7 +7,7 @@ from merge_core import errors
 from merge_core.pipeline import run_merge
 from merge_core.registry import MergeMethod, validate_spec
 from merge_core.spec import parse_spec
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path):

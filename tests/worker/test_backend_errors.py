@@ -11,8 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from merge_core.errors import SourceNotFoundError
-from tests.factories import write_adapter_folder
-from tests.standins.server import ThreadedServer
+from support.factories import write_adapter_folder
+from support.standins.server import ThreadedServer
 from worker.errors import DestinationError, DestinationUnavailableError, SourceForbiddenError, TransientError
 from worker.s3 import s3_client, s3_errors
 from worker.sinks import PublishContext

@@ -1,4 +1,4 @@
-"""One real stack for the service tests: a Redis server, a Celery worker process, the API over real
+"""One real stack for the end-to-end tests: a Redis server, a Celery worker process, the API over real
 HTTP, a Hub stand-in (via HF_ENDPOINT) and moto's S3 server. Started once per session (~10 s)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from app.embedded import embedded_stack
 from app.main import create_app
 from jobs.records import TERMINAL
 from jobs.settings import Settings
-from tests.standins.hub import HubStandIn
-from tests.standins.server import ThreadedServer, free_port
+from support.standins.hub import HubStandIn
+from support.standins.server import ThreadedServer, free_port
 
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-9876543210"}
 HUB_TOKEN = "hf_secret_job_token_7Qx9Lm"

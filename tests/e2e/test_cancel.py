@@ -10,9 +10,9 @@ import pytest
 from app.main import create_app
 from jobs.records import JobStatus
 from jobs.store import JobStore, connect
-from tests.factories import write_adapter_folder
-from tests.service.conftest import KEYS, wait_terminal
-from tests.standins.server import ThreadedServer
+from support.factories import write_adapter_folder
+from support.standins.server import ThreadedServer
+from tests.e2e.conftest import KEYS, wait_terminal
 from worker.runner import JobRunner
 
 SLOW_SHAPES = {f"model.layers.{i}.mlp.up_proj": (512, 512) for i in range(600)}

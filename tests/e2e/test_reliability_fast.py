@@ -7,7 +7,7 @@ import pytest
 
 from reliability.__main__ import SCENARIOS, STACK_SETTINGS
 from reliability.report import run_scenario
-from reliability.stack import ProcessStack
+from support.stack import ProcessStack
 
 
 @pytest.fixture(scope="module")

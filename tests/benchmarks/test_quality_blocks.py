@@ -5,7 +5,7 @@ import torch
 from benchmarks.quality.apart import merge_apart
 from merge_core.engine import merge_adapters
 from merge_core.registry import get_method
-from tests.factories import memory_adapter
+from support.factories import memory_adapter
 
 SHAPES = {"l0.q": (12, 10), "l0.up": (20, 10)}
 

@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from merge_core.pipeline import run_merge
 from merge_core.spec import parse_spec
-from tests.factories import write_adapter_folder
-from tests.service.conftest import wait_terminal
+from support.factories import write_adapter_folder
+from tests.e2e.conftest import wait_terminal
 
 
 def _adapters(stack, name: str, n: int = 3, **kwargs) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from merge_core import errors
 from merge_core.adapters import load_adapter, module_scale
 from merge_core.engine import check_compatible
-from tests.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
+from support.factories import SHAPES, rewrite_safetensors_header, write_adapter_folder
 
 Q = "model.layers.0.self_attn.q_proj"
 

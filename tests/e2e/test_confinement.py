@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.factories import SHAPES, write_adapter_folder
-from tests.service.conftest import wait_terminal
+from support.factories import SHAPES, write_adapter_folder
+from tests.e2e.conftest import wait_terminal
 
 SECRET = b"issue-11-outside-bytes-7f3a9c"
 

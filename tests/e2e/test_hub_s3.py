@@ -9,8 +9,8 @@ import boto3
 import pytest
 
 from jobs.store import connect
-from tests.factories import write_adapter_folder
-from tests.service.conftest import HUB_TOKEN, wait_terminal
+from support.factories import write_adapter_folder
+from tests.e2e.conftest import HUB_TOKEN, wait_terminal
 
 
 def _files(folder) -> dict[str, bytes]:

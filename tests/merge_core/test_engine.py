@@ -9,7 +9,7 @@ import torch
 from merge_core.engine import merge_adapters
 from merge_core.errors import MergeCancelledError
 from merge_core.registry import get_method
-from tests.factories import memory_adapter
+from support.factories import memory_adapter
 
 SHAPES = {f"l{i}.{m}": shape for i in range(4) for m, shape in (("q", (24, 16)), ("up", (40, 16)))}
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.factories import write_adapter_folder
+from support.factories import write_adapter_folder
 
 
 def cli(*args, cwd=None):

@@ -17,8 +17,8 @@ from app.embedded import worker_command
 from jobs.processes import stop_processes
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
-from tests.standins.hub import HubStandIn
-from tests.standins.server import free_port
+from support.standins.hub import HubStandIn
+from support.standins.server import free_port
 
 KEYS = {"alice": "rel-key-alice-4f9a", "bob": "rel-key-bob-77c1"}
 TERMINAL = {"succeeded", "failed", "cancelled"}

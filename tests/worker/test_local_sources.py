@@ -1,5 +1,6 @@
-"""Source strings and local confinement (issue 11): the pure functions of jobs/sources.py and the
-worker's race-free staging in worker/sources/local.py. No service needed."""
+"""Local confinement (issue 11): the worker's race-free staging of adapters and base models in
+worker/sources/local.py. No service needed. The path rules it builds on (jobs/sources.py) are tested in
+tests/jobs/test_sources.py."""
 
 from __future__ import annotations
 
@@ -11,21 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from jobs.sources import (
-    InvalidDestinationError,
-    InvalidSourceError,
-    LocalPathNotAllowedError,
-    check_source,
-    confine,
-    destination_kind,
-    parse_s3,
-    real_path,
-)
+from jobs.sources import LocalPathNotAllowedError
 from merge_core.adapters import load_adapter
 from merge_core.errors import AdapterTooLargeError, PickleRefusedError, SourceNotFoundError
 from merge_core.pipeline import run_merge
 from merge_core.spec import parse_spec
-from tests.factories import SHAPES, write_adapter_folder
+from support.factories import SHAPES, write_adapter_folder
 from worker.sources import local as local_sources
 from worker.sources.local import Confinement, open_confined, stage_base_model, stage_local
 
@@ -60,90 +52,6 @@ def _assert_no_leak(exc: BaseException, into: Path) -> None:
     text = str(exc) + repr(getattr(exc, "details", {}))
     assert SECRET.decode() not in text and hashlib.sha256(SECRET).hexdigest() not in text
     assert not (into / "adapter_model.safetensors").exists()
-
-
-# -- source strings -------------------------------------------------------------------------------
-@pytest.mark.parametrize("source", ["/roots/a\x00b", "/roots/a\nb", "file:///roots/a\x00", "/roots/ok\n"])
-def test_control_characters_in_local_paths_are_invalid(world, source):
-    with pytest.raises(InvalidSourceError, match="control characters"):
-        check_source(source, None, local_roots=[world[0]], field=FIELD)
-
-
-@pytest.mark.parametrize("source", ["org/name\n", "org/name\r", "a..b/c", "a--b/c", "org/na\x00me", " org/name"])
-def test_bad_hub_ids_are_refused(source):
-    with pytest.raises(InvalidSourceError, match=r"not a Hub ID \(org/name"):
-        check_source(source, None, local_roots=[], field=FIELD)
-
-
-@pytest.mark.parametrize("revision", ["main\n", "v1\r", "a..b", "", "x" * 256, "ma in"])
-def test_bad_revisions_are_refused(revision):
-    with pytest.raises(InvalidSourceError, match="revision"):
-        check_source("org/name", revision, local_roots=[], field=FIELD)
-
-
-def test_good_strings_pass():
-    assert check_source("org/name", "refs/pr/1", local_roots=[], field=FIELD) == "hub"
-    assert check_source("s3://bucket/p/q", None, local_roots=[], field=FIELD) == "s3"
-    assert destination_kind("hf://org/name") == "hub" and destination_kind("s3://bucket/out") == "s3"
-    assert destination_kind(None) == destination_kind("local") == "local"
-
-
-@pytest.mark.parametrize("destination", ["hf://org/name\n", "hf://a..b/c..d", "hf://a--b/c", "hf://org/name/extra"])
-def test_bad_hub_destinations_are_refused(destination):
-    with pytest.raises(InvalidDestinationError, match="hf://org/name"):
-        destination_kind(destination)
-
-
-@pytest.mark.parametrize("uri", ["s3://bucket/prefix\n", "s3://bucket\n"])
-def test_s3_uris_with_a_trailing_newline_are_refused(uri):
-    with pytest.raises(InvalidSourceError, match="s3://bucket/prefix"):
-        parse_s3(uri, field="output.destination")
-
-
-def test_relative_file_uri_is_refused(world, monkeypatch):
-    monkeypatch.chdir(world[0])
-    with pytest.raises(InvalidSourceError, match="absolute"):
-        confine("file://adapter", [world[0]], field=FIELD)
-
-
-# -- confine (the path rules) ----------------------------------------------------------------------
-def test_real_path_agrees_with_realpath(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / "rel").symlink_to("a/b")
-    (tmp_path / "abs").symlink_to(tmp_path / "rel")
-    (tmp_path / "a" / "up").symlink_to("..")
-    for raw in ("abs", "abs/../b", "a/up/rel/x", "rel/../../a", "missing/../a/./b", "a/up/up/up"):
-        path = tmp_path / raw
-        assert real_path(path, roots=None, field=FIELD, shown=raw) == Path(os.path.realpath(path)), raw
-
-
-def test_symlink_loops_are_refused(tmp_path):
-    (tmp_path / "x").symlink_to(tmp_path / "y")
-    (tmp_path / "y").symlink_to(tmp_path / "x")
-    with pytest.raises(LocalPathNotAllowedError, match="levels of symlinks"):
-        confine(str(tmp_path / "x"), [tmp_path], field=FIELD)
-
-
-def test_symlink_policy_and_data_dir(world, tmp_path):
-    roots, data, outside = world
-    adapter = write_adapter_folder(roots / "real", seed=1)
-    (roots / "inner-link").symlink_to(adapter)
-    (roots / "out-link").symlink_to(outside)
-    assert confine(str(roots / "inner-link"), [roots], field=FIELD) == adapter
-    with pytest.raises(LocalPathNotAllowedError, match="LORAMERGE_LOCAL_SYMLINKS=refuse"):
-        confine(str(roots / "inner-link"), [roots], field=FIELD, symlinks="refuse")
-    with pytest.raises(LocalPathNotAllowedError, match="outside the allowed local roots"):
-        confine(str(roots / "out-link"), [roots], field=FIELD)
-    # A symlink above the roots (an operator's /data -> /mnt/data) is followed even with "refuse".
-    (tmp_path / "alias").symlink_to(roots)
-    assert confine(str(tmp_path / "alias" / "real"), [roots], field=FIELD, symlinks="refuse") == adapter
-    # The data dir is never a source, even when an operator puts it under a root.
-    inner_data = roots / "service-data"
-    inner_data.mkdir()
-    with pytest.raises(LocalPathNotAllowedError, match="data directory"):
-        confine(str(inner_data), [roots], field=FIELD, data_dir=inner_data)
-    with pytest.raises(LocalPathNotAllowedError, match="data directory"):
-        confine(str(roots), [roots], field=FIELD, data_dir=roots)
 
 
 # -- staging adapters --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 from merge_core.adapters import load_adapter
 from merge_core.pipeline import run_merge
 from merge_core.spec import parse_spec
-from tests.tiny_llama import load_base, logits, make_base, make_peft_adapter
+from support.tiny_llama import load_base, logits, make_base, make_peft_adapter
 
 peft = pytest.importorskip("peft")
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from tests.standins.server import ThreadedServer
+from support.standins.server import ThreadedServer
 
 
 @dataclass

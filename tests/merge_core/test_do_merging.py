@@ -7,8 +7,8 @@ from merge_core import errors
 from merge_core.engine import merge_adapters
 from merge_core.ops.orthogonalize import orthogonalize
 from merge_core.registry import get_method
-from tests.factories import memory_adapter
-from tests.references import orthogonalize_dense
+from support.factories import memory_adapter
+from support.references import orthogonalize_dense
 
 SHAPES = {"l0.q": (48, 32), "l0.down": (32, 80), "l1.q": (48, 32)}
 

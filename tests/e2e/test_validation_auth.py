@@ -11,8 +11,8 @@ from jobs.request import MergeRequest
 from jobs.settings import Settings
 from merge_core.registry import validate_spec
 from merge_core.spec import parse_spec
-from tests.factories import write_adapter_folder
-from tests.service.conftest import wait_terminal
+from support.factories import write_adapter_folder
+from tests.e2e.conftest import wait_terminal
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from merge_core.engine import merge_adapters
 from merge_core.errors import RankRequiredError
 from merge_core.registry import get_method, list_methods
-from tests.factories import memory_adapter
+from support.factories import memory_adapter
 
 SHAPES = {"a.q": (24, 16), "a.v": (12, 16), "b.q": (24, 16)}
 # Parameters under which merging one adapter must return it unchanged.
