@@ -77,3 +77,17 @@ def rewrite_safetensors_header(path: Path, mutate: Callable[[dict], None]) -> No
     mutate(header)
     new = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+SECRET = b"LEAKME-secret-key-bytes-0123456789"
+
+
+def confinement_world(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``(roots, data, outside)`` folders for confinement tests: the data dir holds a ``secret.key`` and
+    ``outside`` a ``secret.bin``, both ``SECRET``, so a test can check that no answer leaks them."""
+    roots, data, outside = tmp_path / "roots", tmp_path / "data", tmp_path / "outside"
+    for folder in (roots, data, outside):
+        folder.mkdir()
+    (data / "secret.key").write_bytes(SECRET)
+    (outside / "secret.bin").write_bytes(SECRET)
+    return roots, data, outside

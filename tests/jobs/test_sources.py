@@ -18,20 +18,14 @@ from jobs.sources import (
     parse_s3,
     real_path,
 )
-from support.factories import write_adapter_folder
+from support.factories import confinement_world, write_adapter_folder
 
-SECRET = b"LEAKME-secret-key-bytes-0123456789"
 FIELD = "adapters[0].source"
 
 
 @pytest.fixture
 def world(tmp_path):
-    roots, data, outside = tmp_path / "roots", tmp_path / "data", tmp_path / "outside"
-    for folder in (roots, data, outside):
-        folder.mkdir()
-    (data / "secret.key").write_bytes(SECRET)
-    (outside / "secret.bin").write_bytes(SECRET)
-    return roots, data, outside
+    return confinement_world(tmp_path)
 
 
 # -- source strings -------------------------------------------------------------------------------

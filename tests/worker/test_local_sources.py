@@ -17,22 +17,16 @@ from merge_core.adapters import load_adapter
 from merge_core.errors import AdapterTooLargeError, PickleRefusedError, SourceNotFoundError
 from merge_core.pipeline import run_merge
 from merge_core.spec import parse_spec
-from support.factories import SHAPES, write_adapter_folder
+from support.factories import SECRET, SHAPES, confinement_world, write_adapter_folder
 from worker.sources import local as local_sources
 from worker.sources.local import Confinement, open_confined, stage_base_model, stage_local
 
-SECRET = b"LEAKME-secret-key-bytes-0123456789"
 FIELD = "adapters[0].source"
 
 
 @pytest.fixture
 def world(tmp_path):
-    roots, data, outside = tmp_path / "roots", tmp_path / "data", tmp_path / "outside"
-    for folder in (roots, data, outside):
-        folder.mkdir()
-    (data / "secret.key").write_bytes(SECRET)
-    (outside / "secret.bin").write_bytes(SECRET)
-    return roots, data, outside
+    return confinement_world(tmp_path)
 
 
 def _rules(world, symlinks="within_roots"):

@@ -10,12 +10,12 @@ Each backend is one module in this package with one function registered for its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from jobs.records import ResultFile
+from worker.backends import Backends
 
 
 @dataclass
@@ -39,25 +39,14 @@ class Sink(Protocol):
     def __call__(self, folder: Path, *, ctx: PublishContext) -> Published: ...
 
 
-_SINKS: dict[str, Sink] = {}
-
-
-def sink(kind: str) -> Callable[[Sink], Sink]:
-    def register(publish: Sink) -> Sink:
-        if kind in _SINKS and _SINKS[kind] is not publish:
-            raise ValueError(f"sink kind {kind!r} is registered twice")
-        _SINKS[kind] = publish
-        return publish
-
-    return register
+_SINKS: Backends[Sink] = Backends(__name__, "sink")
+sink = _SINKS.register
 
 
 def publish(folder: Path, *, ctx: PublishContext) -> Published:
     from jobs.sources import destination_kind
-    from worker.sources import load_backends
 
-    load_backends(__name__)
-    return _SINKS[destination_kind(ctx.destination)](folder, ctx=ctx)
+    return _SINKS.get(destination_kind(ctx.destination))(folder, ctx=ctx)
 
 
 def result_files(folder: Path) -> list[Path]:

@@ -6,13 +6,11 @@ function translates its backend's errors into transient ones (retried: ``Transie
 permanent ones (any other MergeError), checks ``ctx.check()`` between files (a cancel or a lost lease
 stops a long download), and fetches only the adapter files (``adapter_config.json`` and the weights).
 Adding a backend: a module here with ``@source("kind")`` and its scheme in ``jobs.sources``. The
-modules are imported by ``load_backends`` (pkgutil), so a forgotten import cannot drop one.
+modules are imported by ``worker.backends.Backends`` (pkgutil), so a forgotten import cannot drop one.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Protocol
 
 from merge_core.pipeline import AdapterFolder
 from merge_core.spec import AdapterRef
+from worker.backends import Backends
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PICKLE_FILE = "adapter_model.bin"
@@ -42,33 +41,12 @@ class Source(Protocol):
     def __call__(self, ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder: ...
 
 
-_SOURCES: dict[str, Source] = {}
-
-
-def source(kind: str) -> Callable[[Source], Source]:
-    def register(fetch: Source) -> Source:
-        if kind in _SOURCES and _SOURCES[kind] is not fetch:
-            raise ValueError(f"source kind {kind!r} is registered twice")
-        _SOURCES[kind] = fetch
-        return fetch
-
-    return register
-
-
-def load_backends(package: str) -> None:
-    """Import every module of ``package`` so that their registrations run."""
-    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        importlib.import_module(f"{package}.{module.name}")
+_SOURCES: Backends[Source] = Backends(__name__, "source")
+source = _SOURCES.register
 
 
 def fetch(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> AdapterFolder:
     """Fetch ``ref`` into ``into`` (Hub files go to the shared cache instead) with its pinned revision."""
     from jobs.sources import source_kind
 
-    load_backends(__name__)
-    return _SOURCES[source_kind(ref.source)](ref, into=into, field=field, ctx=ctx)
-
-
-def registered() -> dict[str, Source]:
-    load_backends(__name__)
-    return dict(_SOURCES)
+    return _SOURCES.get(source_kind(ref.source))(ref, into=into, field=field, ctx=ctx)
