@@ -3,7 +3,7 @@
 Two kinds of beat, each our own key with a TTL instead of Celery's broadcast ping (no pidbox round
 trip): the worker node (Celery's parent process, which also runs the housekeeping sweeps) and each
 pool process that runs jobs. A pool process beats from a thread of its own, so one stuck in code
-that holds the GIL stops beating, and /readyz stops counting it, within ``TTL_S``.
+that holds the GIL stops beating, and /readyz stops counting it, within ``TTL_BEATS`` beats.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ log = logging.getLogger("loramerge.worker")
 
 NODE_PREFIX = "lm:worker:"
 PROCESS_PREFIX = "lm:proc:"
-INTERVAL_S = 2
-TTL_S = 20
+TTL_BEATS = 10  # a key outlives ten missed beats
 
 
 def live_workers(client: redis.Redis) -> dict[str, dict]:
@@ -42,9 +41,16 @@ def _live(client: redis.Redis, prefix: str) -> dict[str, dict]:
 
 
 def start_heartbeat(
-    client: redis.Redis, *, name: str, queues: list[str], process: bool = False, housekeeping: Callable[[], object] | None = None
+    client: redis.Redis,
+    *,
+    name: str,
+    queues: list[str],
+    interval_s: float,
+    process: bool = False,
+    housekeeping: Callable[[], object] | None = None,
 ) -> threading.Event:
-    """Beat from a daemon thread until the returned event is set; run ``housekeeping`` at each beat."""
+    """Beat every ``interval_s`` from a daemon thread until the returned event is set; run
+    ``housekeeping`` at each beat. The key lives ``TTL_BEATS`` beats."""
     stop = threading.Event()
     key = f"{PROCESS_PREFIX if process else NODE_PREFIX}{name}"
     payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "queues": queues})
@@ -52,14 +58,14 @@ def start_heartbeat(
     def beat() -> None:
         while not stop.is_set():
             try:
-                client.set(key, payload, ex=TTL_S)
+                client.set(key, payload, ex=max(1, round(interval_s * TTL_BEATS)))
                 if housekeeping is not None:
                     housekeeping()
             except redis.RedisError:
                 pass  # Redis restarting: the next beat retries
             except Exception:
                 log.exception("housekeeping failed")
-            stop.wait(INTERVAL_S)
+            stop.wait(interval_s)
         try:
             client.delete(key)
         except redis.RedisError:

@@ -19,7 +19,7 @@ from jobs.settings import Settings
 if TYPE_CHECKING:  # merge_core.registry imports torch; jobs reads a ResolvedSpec, never builds one
     from merge_core.registry import ResolvedSpec
 
-RUN_MERGE_TASK = "loramerge.run_merge"
+RUN_MERGE_TASK = "loramerge.run_merge"  # the wire name of worker.tasks.run_job; messages in queues carry it
 _PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis transport: queue name + priority step
 
 

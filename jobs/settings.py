@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         default="always",
         description="fsync policy of the embedded Redis's AOF: `always` makes a 202 survive a power cut; `everysec` is faster.",
     )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, description="Worker heartbeat period; a worker silent for ten beats stops counting in /readyz."
+    )
+    sweep_interval_s: float = Field(
+        default=10.0, gt=0, description="How often each worker sweeps for stranded queued jobs and dropped tokens."
+    )
+    merge_batch_elements: int = Field(
+        default=1 << 25, ge=1 << 16, description="Largest batch of same-shaped modules merged at once, in factor elements."
+    )
     progress_interval_s: float = Field(default=0.5, gt=0, description="Least time between two progress writes of one job.")
 
     @field_validator("local_roots", mode="before")

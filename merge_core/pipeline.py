@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from merge_core.adapters import load_adapter
-from merge_core.engine import MergedAdapter, Progress, merge_adapters
+from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, Progress, merge_adapters
 from merge_core.errors import InvalidSpecError, SourceNotFoundError
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
@@ -70,6 +70,7 @@ def run_merge(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     base_model_dir: Path | None = None,
+    batch_elements: int = BATCH_ELEMENTS,
 ) -> MergeOutcome:
     """Merge ``spec.adapters`` into ``out_dir`` (created all at once, or not at all).
 
@@ -81,6 +82,7 @@ def run_merge(
             checked it (the service); the spec's own path still goes into the provenance.
         progress, should_cancel: called at every batch and inside long kernels; a True from
             ``should_cancel`` raises MergeCancelledError.
+        batch_elements: largest batch of same-shaped modules, in factor elements (memory per batch).
 
     Raises:
         MergeError: any of merge_core.errors (bad spec, adapter, source, or a diverging merge).
@@ -111,6 +113,7 @@ def run_merge(
         device=device,
         progress=progress,
         should_cancel=should_cancel,
+        batch_elements=batch_elements,
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

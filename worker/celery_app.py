@@ -1,6 +1,6 @@
 """The Celery app the workers run: ``celery -A worker.celery_app worker -Q gpu,cpu``.
 
-Reads LORAMERGE_* settings (LORAMERGE_REDIS_URL is required here). Once the worker is ready, its
+Built from ``get_settings()`` (LORAMERGE_* variables; LORAMERGE_REDIS_URL is required here), like the API. Once the worker is ready, its
 parent process beats and runs the housekeeping sweeps; each pool process beats on its own (see
 jobs.heartbeat), so /readyz stops counting a process that hangs.
 """
@@ -10,30 +10,36 @@ from __future__ import annotations
 import logging
 import time
 
+from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown, worker_shutting_down
 
 from jobs.heartbeat import start_heartbeat
 from jobs.lease import worker_id
 from jobs.queue import enqueue, make_celery, waiting_job_ids
-from jobs.settings import get_settings
+from jobs.settings import Settings, get_settings
 from jobs.store import JobStore, connect
 
 log = logging.getLogger("loramerge.worker")
-settings = get_settings()
-if not settings.redis_url:
-    raise SystemExit("LORAMERGE_REDIS_URL must point at the Redis the API uses")
-app = make_celery(settings, settings.redis_url)
-app.conf.include = ["worker.tasks"]
 
+
+def create_worker_app(settings: Settings) -> Celery:
+    """The workers' Celery app for ``settings`` (``celery -A`` needs it at module level, below)."""
+    if not settings.redis_url:
+        raise SystemExit("LORAMERGE_REDIS_URL must point at the Redis the API uses")
+    worker_app = make_celery(settings, settings.redis_url)
+    worker_app.conf.include = ["worker.tasks"]
+    return worker_app
+
+
+app = create_worker_app(get_settings())
 _heartbeat = {}
-SWEEP_EVERY_S = 10.0  # stranded-message and token sweeps; the lost-worker sweep runs at every beat
 
 
 class Housekeeping:
     """The sweeps every worker node runs; they are idempotent, so several nodes may run them at once."""
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
+    def __init__(self, store: JobStore, settings: Settings) -> None:
+        self.store, self.settings = store, settings
         self.last_sweep = 0.0
         self.stopping = False  # set when this node shuts down: its own pool's jobs are not "lost" then
 
@@ -43,6 +49,7 @@ class Housekeeping:
     def __call__(self) -> None:
         if self.stopping:
             return  # whoever stops this node (serve) hands its running job back, refunding the attempt
+        settings = self.settings
         lost = self.store.recover_lost(
             lease_s=settings.job_lease_s,
             max_attempts=settings.max_attempts,
@@ -51,7 +58,7 @@ class Housekeeping:
         )
         if lost:
             log.warning("requeued or failed jobs of lost workers: %s", ", ".join(lost))
-        if time.monotonic() - self.last_sweep < SWEEP_EVERY_S:
+        if time.monotonic() - self.last_sweep < settings.sweep_interval_s:
             return
         self.last_sweep = time.monotonic()
         stranded = self.store.recover_stranded(
@@ -71,11 +78,16 @@ def _queues(sender) -> list[str]:
 
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_):
+    settings = get_settings()
     client = connect(settings.redis_url)
     store = JobStore(client, finished_ttl_s=settings.finished_job_ttl_s)
-    _heartbeat["housekeeping"] = Housekeeping(store)
+    _heartbeat["housekeeping"] = Housekeeping(store, settings)
     _heartbeat["node"] = start_heartbeat(
-        client, name=sender.hostname, queues=_queues(sender), housekeeping=_heartbeat["housekeeping"]
+        client,
+        name=sender.hostname,
+        queues=_queues(sender),
+        interval_s=settings.heartbeat_interval_s,
+        housekeeping=_heartbeat["housekeeping"],
     )
 
 
@@ -87,8 +99,13 @@ def _stop_housekeeping(**_):
 
 @worker_process_init.connect
 def _start_process_heartbeat(**_):
+    settings = get_settings()
     _heartbeat["process"] = start_heartbeat(
-        connect(settings.redis_url), name=worker_id(), queues=[settings.gpu_queue, settings.cpu_queue], process=True
+        connect(settings.redis_url),
+        name=worker_id(),
+        queues=[settings.gpu_queue, settings.cpu_queue],
+        interval_s=settings.heartbeat_interval_s,
+        process=True,
     )
 
 

@@ -137,6 +137,7 @@ class JobRunner:
                 progress=attempt.progress,
                 should_cancel=attempt.should_cancel,
                 base_model_dir=base_model_dir,
+                batch_elements=self.settings.merge_batch_elements,
             )
         attempt.before_publish()
         published = publish(

@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 
 from jobs.queue import RUN_MERGE_TASK
+from jobs.settings import get_settings
 from jobs.store import JobStore, connect
-from worker.celery_app import app, settings
+from worker.celery_app import app
 from worker.runner import JobRunner, RetryLater
 
 
 @functools.lru_cache
 def job_runner() -> JobRunner:
+    settings = get_settings()
     store = JobStore(
         connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s, outage_grace_s=settings.redis_outage_grace_s
     )
@@ -23,7 +25,8 @@ def job_runner() -> JobRunner:
 
 
 @app.task(name=RUN_MERGE_TASK, bind=True, max_retries=None)
-def run_merge_job(self, job_id: str) -> str | None:
+def run_job(self, job_id: str) -> str | None:
+    """One delivery of a job's message (the wire name stays ``loramerge.run_merge``: queued messages keep working)."""
     try:
         status = job_runner().run(job_id)
     except RetryLater as retry:

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from jobs.heartbeat import TTL_S, live_processes
+from jobs.heartbeat import TTL_BEATS, live_processes
 
 
 def _wait_for(url: str, status: int, timeout: float) -> httpx.Response:
@@ -29,7 +29,7 @@ def test_readyz_stops_counting_a_hung_worker_process(stack):
     pid = next(iter(processes.values()))["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:
-        response = _wait_for(f"{stack.api_url}/readyz", 503, TTL_S + 10)
+        response = _wait_for(f"{stack.api_url}/readyz", 503, stack.settings.heartbeat_interval_s * TTL_BEATS + 10)
         assert response.status_code == 503 and response.json()["error"]["code"] == "no_workers", response.text
         metrics = httpx.get(f"{stack.api_url}/metrics").text
         assert "loramerge_worker_processes 0.0" in metrics and "loramerge_workers 1.0" in metrics
