@@ -17,6 +17,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 
 from jobs.errors import DataDirInUseError, ErrorCode
@@ -60,8 +62,9 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
             redis_url = server.start()
             log.info("embedded Redis on %s (data in %s)", redis_url, server.folder)
         env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}
-        procs = [
-            subprocess.Popen(
+
+        def spawn(i: int) -> subprocess.Popen:
+            return subprocess.Popen(
                 worker_command(settings, f"embedded-{i}@%h"),
                 env=env,
                 stdout=worker_log,
@@ -69,18 +72,62 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
                 pass_fds=(lock.fd,),
                 preexec_fn=die_with_parent(signal.SIGKILL, own_group=True),
             )
-            for i in range(workers)
-        ]
+
+        pool = WorkerSupervisor(spawn, workers)
         running = settings.model_copy(update={"redis_url": redis_url})
         try:
             yield running
         finally:
             log.info("stopping workers (up to %.0f s for running jobs)", settings.shutdown_grace_s)
-            stop_workers(procs, settings.shutdown_grace_s)
+            pool.stop(settings.shutdown_grace_s)
             hand_back_running_jobs(running)
             if server is not None:
                 server.close()
             log.info("stopped")
+
+
+class WorkerSupervisor:
+    """Keeps ``count`` worker processes running: one that dies (OOM killer, kill -9) is replaced within
+    ``CHECK_S``, at most ``MAX_RESTARTS`` times a minute (past that a crash loop is reported, not fed;
+    /readyz then answers 503). Replacements are started from the supervisor's thread, and each child
+    dies with the thread that started it (PR_SET_PDEATHSIG), so that thread lives until the stop is over."""
+
+    CHECK_S = 2.0
+    MAX_RESTARTS = 5
+
+    def __init__(self, spawn, count: int) -> None:
+        self.spawn = spawn
+        self.procs = [spawn(i) for i in range(count)]
+        self._stopping, self._released = threading.Event(), threading.Event()
+        self._restarts: list[float] = []
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.CHECK_S):
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is None or self._stopping.is_set():
+                    continue
+                moment = time.monotonic()
+                self._restarts = [t for t in self._restarts if moment - t < 60]
+                if len(self._restarts) >= self.MAX_RESTARTS:
+                    log.error(
+                        "worker %d exited with %s; %d restarts in the last minute, not restarting",
+                        i,
+                        proc.returncode,
+                        len(self._restarts),
+                    )
+                    continue
+                log.warning("worker %d exited with %s; starting a new one", i, proc.returncode)
+                self._restarts.append(moment)
+                self.procs[i] = self.spawn(i)
+        self._released.wait()
+
+    def stop(self, grace_s: float) -> None:
+        self._stopping.set()
+        stop_workers(self.procs, grace_s)
+        self._released.set()
+        self._thread.join(timeout=5)
 
 
 def hand_back_running_jobs(settings: Settings) -> None:
