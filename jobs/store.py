@@ -404,8 +404,10 @@ class JobStore:
         delivery run the job, and the others find it running or finished."""
         sent = []
         waiting_in: dict[str, set[str]] = {}
-        for job_id in self.ids_in(JobStatus.queued):
-            record = self.get(job_id, patient=False)
+        ids = sorted(self.ids_in(JobStatus.queued))
+        raws = self.redis.mget([self.job_key(job_id) for job_id in ids]) if ids else []
+        for job_id, raw in zip(ids, raws):
+            record = JobRecord.model_validate_json(raw) if raw is not None else None
             if record is None or record.status != JobStatus.queued:
                 continue
             if now() - max(record.updated_at, record.not_before or 0.0) <= older_than_s:
@@ -432,8 +434,9 @@ class JobStore:
     def scrub_tokens(self) -> bool:
         """Rewrite the append-only file once a job's encrypted Hub token left its record, so that no
         token outlives its job on disk (the old AOF still holds the SETs that carried it). Returns
-        True when a rewrite was started. A Redis without AOF, or one that refuses BGREWRITEAOF (some
-        managed services), keeps the flag and logs nothing here: the caller decides."""
+        True when a rewrite was started. A Redis without AOF has no such file: the flag is dropped. One
+        that refuses CONFIG or BGREWRITEAOF (a rewrite already running, some managed services) keeps
+        the flag, so the next sweep tries again."""
         if self.redis.getdel(TOKENS_DROPPED_KEY) is None:
             return False
         try:
