@@ -6,7 +6,8 @@ queues, and the API under uvicorn. Without API keys it binds only to loopback.
 Stop (SIGTERM, SIGINT or SIGHUP) runs in order: the API stops accepting
 and finishes its requests; the workers get ``LORAMERGE_SHUTDOWN_GRACE_S`` to finish their running
 jobs, then a cold shutdown, and a job still running is handed back to the queue with its attempt
-refunded; Redis stops last, after flushing its AOF. One ``serve`` per data folder (jobs.processes).
+refunded; Redis stops last, after flushing its AOF. While it runs, a worker or the embedded Redis that
+dies is started again (``Supervisor``). One ``serve`` per data folder (jobs.processes).
 """
 
 from __future__ import annotations
@@ -73,61 +74,74 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
                 preexec_fn=die_with_parent(signal.SIGKILL, own_group=True),
             )
 
-        pool = WorkerSupervisor(spawn, workers)
+        supervisor = Supervisor(spawn, workers, server)
         running = settings.model_copy(update={"redis_url": redis_url})
+
+        def after_workers() -> None:
+            hand_back_running_jobs(running)
+            if server is not None:
+                server.close()
+
         try:
             yield running
         finally:
             log.info("stopping workers (up to %.0f s for running jobs)", settings.shutdown_grace_s)
-            pool.stop(settings.shutdown_grace_s)
-            hand_back_running_jobs(running)
-            if server is not None:
-                server.close()
+            supervisor.stop(settings.shutdown_grace_s, then=after_workers)
             log.info("stopped")
 
 
-class WorkerSupervisor:
-    """Keeps ``count`` worker processes running: one that dies (OOM killer, kill -9) is replaced within
-    ``CHECK_S``, at most ``MAX_RESTARTS`` times a minute (past that a crash loop is reported, not fed;
-    /readyz then answers 503). Replacements are started from the supervisor's thread, and each child
-    dies with the thread that started it (PR_SET_PDEATHSIG), so that thread lives until the stop is over."""
+class Supervisor:
+    """Keeps the embedded Redis and ``count`` worker processes running: one that dies (OOM killer,
+    kill -9) is started again within ``CHECK_S`` (Redis on its own AOF, at the same socket), at most
+    ``MAX_RESTARTS`` times a minute each (past that a crash loop is reported, not fed; /readyz then
+    answers 503). Restarted children are started from the supervisor's thread, and each child dies with
+    the thread that started it (PR_SET_PDEATHSIG), so that thread lives until the whole stop is over."""
 
     CHECK_S = 2.0
     MAX_RESTARTS = 5
 
-    def __init__(self, spawn, count: int) -> None:
-        self.spawn = spawn
+    def __init__(self, spawn, count: int, server: RedisServer | None) -> None:
+        self.spawn, self.server = spawn, server
         self.procs = [spawn(i) for i in range(count)]
         self._stopping, self._released = threading.Event(), threading.Event()
-        self._restarts: list[float] = []
-        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._restarts: dict[str, list[float]] = {}
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
 
     def _watch(self) -> None:
         while not self._stopping.wait(self.CHECK_S):
+            if self.server is not None and self.server.process.poll() is not None and self._may_restart("redis"):
+                log.warning("the embedded Redis exited with %s; starting it again on its AOF", self.server.process.returncode)
+                try:
+                    self.server.start()
+                except RuntimeError as exc:
+                    log.error("the embedded Redis did not start again: %s", exc)
             for i, proc in enumerate(self.procs):
-                if proc.poll() is None or self._stopping.is_set():
-                    continue
-                moment = time.monotonic()
-                self._restarts = [t for t in self._restarts if moment - t < 60]
-                if len(self._restarts) >= self.MAX_RESTARTS:
-                    log.error(
-                        "worker %d exited with %s; %d restarts in the last minute, not restarting",
-                        i,
-                        proc.returncode,
-                        len(self._restarts),
-                    )
+                if proc.poll() is None or self._stopping.is_set() or not self._may_restart(f"worker {i}"):
                     continue
                 log.warning("worker %d exited with %s; starting a new one", i, proc.returncode)
-                self._restarts.append(moment)
                 self.procs[i] = self.spawn(i)
         self._released.wait()
 
-    def stop(self, grace_s: float) -> None:
+    def _may_restart(self, what: str) -> bool:
+        moment = time.monotonic()
+        recent = [t for t in self._restarts.get(what, []) if moment - t < 60]
+        if len(recent) >= self.MAX_RESTARTS:
+            log.error("%s died again; %d restarts in the last minute, not restarting", what, len(recent))
+            self._restarts[what] = recent
+            return False
+        self._restarts[what] = [*recent, moment]
+        return True
+
+    def stop(self, grace_s: float, *, then) -> None:
+        """Stop the workers (Celery's ladder), run ``then`` (hand back, stop Redis), let the thread go."""
         self._stopping.set()
         stop_workers(self.procs, grace_s)
-        self._released.set()
-        self._thread.join(timeout=5)
+        try:
+            then()
+        finally:
+            self._released.set()
+            self._thread.join(timeout=5)
 
 
 def hand_back_running_jobs(settings: Settings) -> None:

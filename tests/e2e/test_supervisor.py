@@ -24,3 +24,24 @@ def test_a_killed_worker_node_is_replaced(stack, alice):
     source = str(write_adapter_folder(stack.roots / "after-restart", seed=21))
     job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": source}]}).json()
     assert wait_terminal(alice, job["id"])["status"] == "succeeded"
+
+
+def test_a_killed_embedded_redis_is_started_again_on_its_aof(stack, alice):
+    import psutil
+
+    source = str(write_adapter_folder(stack.roots / "before-redis-kill", seed=22))
+    before = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": source}]}).json()
+    assert wait_terminal(alice, before["id"])["status"] == "succeeded"
+    socket_path = stack.settings.redis_url.removeprefix("unix://")
+    (server,) = [p for p in psutil.Process().children() if socket_path in " ".join(p.cmdline())]
+    server.kill()
+    deadline = time.monotonic() + 60
+    while True:  # the supervisor starts it again within seconds; the API answers 503 meanwhile
+        response = alice.get(f"/v1/merges/{before['id']}")
+        if response.status_code == 200:
+            break
+        assert response.status_code == 503 and time.monotonic() < deadline, response.text
+        time.sleep(0.5)
+    assert response.json()["status"] == "succeeded"  # the record survived on the AOF
+    job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": source, "weight": 0.5}]}).json()
+    assert wait_terminal(alice, job["id"])["status"] == "succeeded"
