@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from merge_core.errors import InvalidSpecError
 
 OutputDtype = Literal["float32", "float16", "bfloat16"]
+FullWeightsPolicy = Literal["error", "first", "average", "per_adapter"]
+BaseModelCheck = Literal["strict", "same_shapes"]
 
 
 class AdapterRef(BaseModel):
@@ -44,7 +46,21 @@ class OutputSpec(BaseModel):
         default=None, ge=1, le=65536, description="null = exact (rank Σr); an integer = truncated SVD per module."
     )
     dtype: OutputDtype = "float32"
-    base_model: str | None = Field(default=None, description="Base model folder; required for merged_model.")
+    base_model: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Base model: a folder (the service also takes a Hub ID). Required for merged_model and for DoRA "
+        "adapters or trained full biases; with it, every adapter module is checked against the base's shapes.",
+    )
+    base_model_revision: str | None = Field(
+        default=None, max_length=256, description="Hub branch, tag or commit of a Hub base_model (pinned to a commit)."
+    )
+    full_weights: FullWeightsPolicy = Field(
+        default="error",
+        description="Full-weight tensors that differ across adapters (modules_to_save such as classification heads, "
+        "saved embeddings): 'error' refuses, 'first' keeps the first adapter's, 'average' averages them (same shapes), "
+        "'per_adapter' writes each adapter's own beside the merged body. Identical copies pass through once.",
+    )
 
     @model_validator(mode="after")
     def _base_model_for_merged(self) -> OutputSpec:
@@ -60,6 +76,11 @@ class MergeSpec(BaseModel):
     adapters: list[AdapterRef] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    base_model_check: BaseModelCheck = Field(
+        default="strict",
+        description="'strict': every adapter's base_model_name_or_path must be the same; 'same_shapes': names may "
+        "differ (a 4-bit or renamed copy of one model), the shapes of every shared module must agree.",
+    )
 
 
 def parse_spec(data: Any) -> MergeSpec:
