@@ -3,6 +3,11 @@
 Order matters for safety: config first, then the safetensors header (shapes, ranks, key kinds), and
 only then tensor data, which is finally checked for NaN/Inf. Pickle weights are refused unless the
 caller opts in, since unpickling runs arbitrary code.
+
+What PEFT saves beside the LoRA factors is kept, each kind for what it is (METHOD.md §7): DoRA
+magnitudes, embedding LoRA (turned into the linear layout at load), ``lora_bias`` vectors, and full
+weights (``modules_to_save`` such as classification heads, saved ``base_layer`` weights of resized
+embeddings, biases trained under ``bias: all|lora_only``) keyed by the model's parameter name.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors import safe_open
@@ -36,23 +42,51 @@ PEFT_PREFIX = "base_model.model."
 MAX_CONFIG_BYTES = 16 << 20  # as the service's staging limit
 MAX_TENSOR_NAME_CHARS = 1_000  # real PEFT keys are under 200
 MAX_RANK = 1 << 20
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
-_UNSUPPORTED_KEYS = {
-    "lora_magnitude_vector": "DoRA (use_dora) adapters",
-    "lora_embedding_A": "LoRA on embedding layers",
-    "lora_embedding_B": "LoRA on embedding layers",
-    ".bias": "adapters with trained biases",
-    "modules_to_save": "adapters with modules_to_save (full weights)",
+_ADAPTER_NAME = r"(?:\.[A-Za-z0-9_-]+)?"  # PEFT < 0.4 kept the adapter name ("default") in saved keys
+_LORA_KEY = re.compile(rf"^(?P<module>.+)\.lora_(?P<side>[AB]){_ADAPTER_NAME}\.weight$")
+_EMBEDDING_KEY = re.compile(rf"^(?P<module>.+)\.lora_embedding_(?P<side>[AB]){_ADAPTER_NAME}$")
+_MAGNITUDE_KEY = re.compile(rf"^(?P<module>.+)\.lora_magnitude_vector{_ADAPTER_NAME}(?:\.weight)?$")
+_LORA_BIAS_KEY = re.compile(rf"^(?P<module>.+)\.lora_B{_ADAPTER_NAME}\.bias$")
+_SAVED_COPY_KEY = re.compile(
+    rf"^(?P<module>.+)\.(?P<kind>base_layer|modules_to_save{_ADAPTER_NAME}|original_module)\.(?P<param>[^.]+)$"
+)
+_UNSUPPORTED_KEYS = {  # marker in a key -> what it belongs to
+    "trainable_tokens": "trainable tokens (trainable_token_indices), a sparse embedding update",
+    "prompt_embeddings": "prompt tuning, which is not LoRA",
+    "lora_": "a LoRA variant we do not merge",
 }
+_REFUSED_CONFIG = {  # config key -> why its adapters do not merge
+    "use_qalora": "QA-LoRA adapters (use_qalora) pool their inputs; they are not a weight update",
+    "enable_lora": "old fused-QKV LoRA (enable_lora, PEFT < 0.3); load it and save it again with a current PEFT",
+    "layer_replication": "layer_replication changes the model's structure",
+    "trainable_token_indices": "trainable tokens (trainable_token_indices) are a sparse embedding update, not LoRA",
+    "target_parameters": "LoRA on parameters (target_parameters, e.g. MoE experts)",
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens) applies only after its invocation tokens",
+}
+FullWeightKind = Literal["modules_to_save", "saved_base_layer", "trained_bias"]
 
 
 @dataclass
 class LoraModule:
-    """One target module of one adapter: ``ΔW = scale · B @ A`` with A ``(r, in)`` and B ``(out, r)``."""
+    """One target module of one adapter: ``ΔW = scale · B @ A`` with A ``(r, in)`` and B ``(out, r)``.
+
+    Embedding LoRA is held in the same layout, already transposed (``B = lora_embedding_Aᵀ``,
+    ``A = lora_embedding_Bᵀ``), so ``ΔW`` has the embedding weight's shape ``(num_embeddings, dim)``.
+    ``magnitude`` (DoRA's ``m``, one per output row) makes the update depend on the base weight:
+    ``ΔW = m ⊙ (W0 + s B A) / ‖W0 + s B A‖_row − W0``. ``bias`` is ``lora_B.bias`` (``lora_bias``): the
+    layer's bias changes by ``scale · bias``.
+    """
 
     A: torch.Tensor
     B: torch.Tensor
     scale: float
+    embedding: bool = False
+    magnitude: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    @property
+    def dora(self) -> bool:
+        return self.magnitude is not None
 
     @property
     def rank(self) -> int:
@@ -64,10 +98,25 @@ class LoraModule:
 
 
 @dataclass
+class FullWeight:
+    """A whole tensor an adapter replaces, under the model's parameter name (``score.weight``).
+
+    ``key`` is where the adapter file keeps it (to write it back the same way); ``kind`` says why it is
+    there: ``modules_to_save`` (a trained copy of a module, e.g. a classification head), ``saved_base_layer``
+    (a base layer PEFT saved whole, e.g. embeddings resized for new tokens), ``trained_bias`` (a bias
+    trained under ``bias: all|lora_only``; its update needs the base's bias)."""
+
+    tensor: torch.Tensor
+    key: str
+    kind: FullWeightKind
+
+
+@dataclass
 class LoraAdapter:
     """An adapter in memory. Module names are PEFT's, without the ``base_model.model.`` prefix."""
 
     modules: dict[str, LoraModule]
+    full_weights: dict[str, FullWeight] = field(default_factory=dict)
     base_model: str | None = None
     fan_in_fan_out: bool = False
     source: str = "<memory>"
@@ -178,26 +227,31 @@ def load_adapter(
     weights = folder / WEIGHTS_NAME
     if weights.is_file():
         header = read_header(weights, max_bytes=max_bytes)
-        pairs = _pair_keys(header, folder)
-        shapes = {m: (header[a].shape, header[b].shape) for m, (a, b) in pairs.items()}
-        _check_ranks(scales, shapes, folder)
+        plan = _plan_keys(header, folder, config)
+        _check_shapes(scales, plan, header, folder)
         with safe_open(str(weights), framework="pt") as fh:
-            tensors = {name: fh.get_tensor(name) for pair in pairs.values() for name in pair}
+            tensors = {name: fh.get_tensor(name) for name in plan.keys()}
     elif (folder / PICKLE_WEIGHTS_NAME).is_file():
-        tensors, pairs = _load_pickle(folder, scales, allow_pickle)
+        tensors, plan = _load_pickle(folder, scales, config, allow_pickle)
     else:
         raise SourceNotFoundError(f"{folder} has no {WEIGHTS_NAME}", source=str(folder))
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise NonFiniteError(
+                f"{folder.name}: tensor {shown(key)} contains NaN or Inf", source=str(folder), tensor=key[:NAME_SHOWN]
+            )
     modules = {}
-    for module, (a_key, b_key) in pairs.items():
+    for module, (a_key, b_key, embedding) in plan.pairs.items():
         A, B = tensors[a_key], tensors[b_key]
-        for key, tensor in ((a_key, A), (b_key, B)):
-            if not torch.isfinite(tensor).all():
-                raise NonFiniteError(
-                    f"{folder.name}: tensor {shown(key)} contains NaN or Inf", source=str(folder), tensor=key[:NAME_SHOWN]
-                )
-        modules[module] = LoraModule(A=A, B=B, scale=scales(module)[1])
+        if embedding:  # PEFT: ΔW = (lora_embedding_B @ lora_embedding_A)ᵀ · s, shaped like the embedding weight
+            A, B = B.T.contiguous(), A.T.contiguous()
+        magnitude = tensors[plan.magnitudes[module]] if module in plan.magnitudes else None
+        bias = tensors[plan.lora_biases[module]] if module in plan.lora_biases else None
+        modules[module] = LoraModule(A=A, B=B, scale=scales(module)[1], embedding=embedding, magnitude=magnitude, bias=bias)
+    full = {name: FullWeight(tensors[key], key, kind) for name, (key, kind) in plan.full.items()}
     return LoraAdapter(
         modules=modules,
+        full_weights=full,
         base_model=config.get("base_model_name_or_path"),
         fan_in_fan_out=bool(config.get("fan_in_fan_out", False)),
         source=str(folder),
@@ -207,8 +261,9 @@ def load_adapter(
 
 
 def read_config(folder: Path) -> dict:
-    """Parse and vet ``adapter_config.json``: only plain LoRA (no DoRA, biases, modules_to_save) passes,
-    with a finite positive ``r``/``lora_alpha`` and pattern keys we can match safely (``ScaleRule``)."""
+    """Parse and vet ``adapter_config.json``: a LoRA config (DoRA, biases, modules_to_save included; the
+    forms in ``_REFUSED_CONFIG`` refused), with a finite positive ``r``/``lora_alpha`` and pattern keys we
+    can match safely (``ScaleRule``)."""
     return _read_config(folder)[0]
 
 
@@ -242,16 +297,21 @@ def _read_config(folder: Path) -> tuple[dict, ScaleRule]:
         raise UnsupportedAdapterError(
             f"{folder.name}: peft_type {what} is not supported; only LORA adapters merge", source=str(folder)
         )
-    for flag, what in (("use_dora", "DoRA"), ("lora_bias", "LoRA bias"), ("use_qalora", "QA-LoRA")):
-        if config.get(flag):
-            raise UnsupportedAdapterError(f"{folder.name}: {what} adapters ({flag}=true) are not supported", source=str(folder))
+    for key, why in _REFUSED_CONFIG.items():
+        if config.get(key):
+            raise UnsupportedAdapterError(f"{folder.name}: {why}; it cannot be merged", source=str(folder), field=key)
     bias = config.get("bias", "none")
-    if bias != "none":
+    if bias not in ("none", "all", "lora_only"):
         what = shown(bias, 40) if isinstance(bias, str) else _kind(bias)
-        raise UnsupportedAdapterError(f"{folder.name}: bias={what} trains biases; only bias='none' merges", source=str(folder))
-    if config.get("modules_to_save"):
-        raise UnsupportedAdapterError(
-            f"{folder.name}: modules_to_save holds full weights; remove it to merge", source=str(folder)
+        raise InvalidAdapterConfigError(
+            f"{folder.name}: bias={what}; PEFT knows 'none', 'all' and 'lora_only'", source=str(folder), field="bias"
+        )
+    saved = config.get("modules_to_save") or []
+    if not isinstance(saved, list) or not all(isinstance(m, str) for m in saved):
+        raise InvalidAdapterConfigError(
+            f"{folder.name}: modules_to_save must be a list of module names; it is {_kind(saved)}",
+            source=str(folder),
+            field="modules_to_save",
         )
     try:
         scales = ScaleRule(config, where=f"{folder.name}/{CONFIG_NAME}")
@@ -261,9 +321,25 @@ def _read_config(folder: Path) -> tuple[dict, ScaleRule]:
     return config, scales
 
 
-def _pair_keys(header: dict[str, TensorInfo], folder: Path) -> dict[str, tuple[str, str]]:
-    sides: dict[str, dict[str, str]] = {}
-    for key, info in header.items():
+@dataclass
+class _KeyPlan:
+    """Every tensor of an adapter file by what it is; tensors PEFT saves but never loads are left out."""
+
+    pairs: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # module -> (A key, B key, embedding)
+    magnitudes: dict[str, str] = field(default_factory=dict)  # module -> DoRA magnitude key
+    lora_biases: dict[str, str] = field(default_factory=dict)  # module -> lora_B.bias key
+    full: dict[str, tuple[str, FullWeightKind]] = field(default_factory=dict)  # parameter name -> (key, kind)
+
+    def keys(self) -> list[str]:
+        keys = [k for a, b, _ in self.pairs.values() for k in (a, b)]
+        return keys + list(self.magnitudes.values()) + list(self.lora_biases.values()) + [k for k, _ in self.full.values()]
+
+
+def _plan_keys(header: dict[str, TensorInfo], folder: Path, config: dict) -> _KeyPlan:
+    plan, sides = _KeyPlan(), {}
+    saved_modules = config.get("modules_to_save") or []
+    trains_biases = config.get("bias", "none") != "none"
+    for key in sorted(header):  # sorted: a plain key is seen before its ``modules_to_save`` twin
 
         def refuse(why: str, key=key) -> UnsupportedAdapterError:
             return UnsupportedAdapterError(
@@ -274,49 +350,93 @@ def _pair_keys(header: dict[str, TensorInfo], folder: Path) -> dict[str, tuple[s
             raise refuse(
                 f"has a name of {len(key)} characters, over the limit of {MAX_TENSOR_NAME_CHARS}; not a PEFT module name"
             )
-        for marker, what in _UNSUPPORTED_KEYS.items():
-            if marker in key:
-                raise refuse(f"belongs to {what}, which are not supported")
-        match = _LORA_KEY.match(key)
-        if match is None:
-            raise refuse("is not a LoRA factor (base_model.model.<module>.lora_A/lora_B.weight)")
-        if len(info.shape) != 2:
-            raise refuse(f"has {len(info.shape)} dimensions; only 2-D (linear) LoRA merges")
-        module = match["module"].removeprefix(PEFT_PREFIX)
-        sides.setdefault(module, {})[match["side"]] = key
-    pairs = {}
-    for module, found in sides.items():
-        if set(found) != {"A", "B"}:
-            missing = "lora_B" if "A" in found else "lora_A"
-            raise RankMismatchError(
-                f"{folder.name}: module {shown(module)} has no {missing}", source=str(folder), module=module[:NAME_SHOWN]
+        name = key.removeprefix(PEFT_PREFIX)
+        if found := _LORA_KEY.match(name) or _EMBEDDING_KEY.match(name):
+            embedding = "lora_embedding_" in name
+            slot = sides.setdefault(found["module"], {})
+            if slot.setdefault("embedding", embedding) != embedding:
+                raise refuse("mixes linear and embedding LoRA factors for one module")
+            slot[found["side"]] = key
+        elif found := _MAGNITUDE_KEY.match(name):
+            plan.magnitudes[found["module"]] = key
+        elif found := _LORA_BIAS_KEY.match(name):
+            plan.lora_biases[found["module"]] = key
+        elif found := _SAVED_COPY_KEY.match(name):
+            param = f"{found['module']}.{found['param']}"
+            if found["kind"] == "original_module" or param in plan.full:
+                continue  # the frozen original of a modules_to_save wrapper, or a twin of a plain key
+            if found["kind"] == "base_layer":
+                kind = "trained_bias" if found["param"] == "bias" and trains_biases else "saved_base_layer"
+            else:
+                kind = "modules_to_save"
+            plan.full[param] = (key, kind)
+        elif marker := next((m for m in _UNSUPPORTED_KEYS if m in name), None):
+            raise refuse(f"belongs to {_UNSUPPORTED_KEYS[marker]}, which cannot be merged")
+        else:
+            module = name.rsplit(".", 1)[0]
+            in_saved = any(module == m or module.endswith(f".{m}") or module.startswith(f"{m}.") for m in saved_modules)
+            plan.full[name] = (
+                key,
+                "trained_bias" if name.endswith(".bias") and trains_biases and not in_saved else "modules_to_save",
             )
-        pairs[module] = (found["A"], found["B"])
-    if not pairs:
-        raise UnsupportedAdapterError(f"{folder.name}: no LoRA tensors found", source=str(folder))
-    return pairs
-
-
-def _check_ranks(scales: ScaleRule, shapes: dict[str, tuple[tuple, tuple]], folder: Path) -> None:
-    for module, (a_shape, b_shape) in shapes.items():
-        name = shown(module)
-        if a_shape[0] != b_shape[1]:
+    for module, found in sides.items():
+        missing = [side for side in ("A", "B") if side not in found]
+        if missing:
+            prefix = "lora_embedding_" if found["embedding"] else "lora_"
             raise RankMismatchError(
-                f"{folder.name}: module {name} has lora_A rank {a_shape[0]} but lora_B rank {b_shape[1]}",
+                f"{folder.name}: module {shown(module)} has no {prefix}{missing[0]}",
                 source=str(folder),
                 module=module[:NAME_SHOWN],
             )
+        plan.pairs[module] = (found["A"], found["B"], found["embedding"])
+    for extra, what in ((plan.magnitudes, "DoRA magnitude"), (plan.lora_biases, "lora_B bias")):
+        for module, key in extra.items():
+            if module not in plan.pairs:
+                raise RankMismatchError(
+                    f"{folder.name}: {what} {shown(key)} has no LoRA factors beside it",
+                    source=str(folder),
+                    module=module[:NAME_SHOWN],
+                )
+            if plan.pairs[module][2] and extra is plan.magnitudes:
+                raise UnsupportedAdapterError(
+                    f"{folder.name}: module {shown(module)} is DoRA on an embedding layer, which cannot be merged yet",
+                    source=str(folder),
+                    module=module[:NAME_SHOWN],
+                )
+    if not plan.pairs:
+        raise UnsupportedAdapterError(f"{folder.name}: no LoRA tensors found", source=str(folder))
+    return plan
+
+
+def _check_shapes(scales: ScaleRule, plan: _KeyPlan, header: dict[str, TensorInfo], folder: Path) -> None:
+    for module, (a_key, b_key, _) in plan.pairs.items():
+        name = shown(module)
+        a_shape, b_shape = header[a_key].shape, header[b_key].shape
+
+        def refuse(why: str, name=name, module=module) -> RankMismatchError:
+            return RankMismatchError(f"{folder.name}: module {name} {why}", source=str(folder), module=module[:NAME_SHOWN])
+
+        if len(a_shape) != 2 or len(b_shape) != 2:
+            raise UnsupportedAdapterError(
+                f"{folder.name}: module {name} has {max(len(a_shape), len(b_shape))}-D factors; only linear and embedding LoRA "
+                "merge (not convolutions)",
+                source=str(folder),
+                module=module[:NAME_SHOWN],
+            )
+        if a_shape[0] != b_shape[1]:
+            raise refuse(f"has lora_A rank {a_shape[0]} but lora_B rank {b_shape[1]}")
         expected, _ = scales(module)
         if a_shape[0] != expected:
-            raise RankMismatchError(
-                f"{folder.name}: module {name} has rank {a_shape[0]} but the config (r/rank_pattern) says "
-                f"{expected}; fix rank_pattern in {CONFIG_NAME}",
-                source=str(folder),
-                module=module[:NAME_SHOWN],
+            raise refuse(
+                f"has rank {a_shape[0]} but the config (r/rank_pattern) says {expected}; fix rank_pattern in {CONFIG_NAME}"
             )
+        width = b_shape[0]  # output features (a magnitude or a lora_B bias on an embedding is refused above)
+        for extra, what in ((plan.magnitudes, "DoRA magnitude"), (plan.lora_biases, "lora_B bias")):
+            if module in extra and tuple(header[extra[module]].shape) != (width,):
+                raise refuse(f"has a {what} of shape {list(header[extra[module]].shape)}, expected [{width}]")
 
 
-def _load_pickle(folder: Path, scales: ScaleRule, allow_pickle: bool):
+def _load_pickle(folder: Path, scales: ScaleRule, config: dict, allow_pickle: bool):
     if not allow_pickle:
         raise PickleRefusedError(
             f"{folder.name} ships only {PICKLE_WEIGHTS_NAME} (pickle), which can run code when loaded; convert it to "
@@ -329,6 +449,6 @@ def _load_pickle(folder: Path, scales: ScaleRule, allow_pickle: bool):
             f"{folder.name}: {PICKLE_WEIGHTS_NAME} is not a state dict of named tensors", source=str(folder)
         )
     infos = {k: TensorInfo(str(v.dtype), tuple(v.shape), 0, 0) for k, v in state.items()}
-    pairs = _pair_keys(infos, folder)
-    _check_ranks(scales, {m: (infos[a].shape, infos[b].shape) for m, (a, b) in pairs.items()}, folder)
-    return state, pairs
+    plan = _plan_keys(infos, folder, config)
+    _check_shapes(scales, plan, infos, folder)
+    return state, plan

@@ -9,30 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from merge_core.base_model import INDEX_NAME, BaseWeights
 from merge_core.engine import MergedAdapter
 from merge_core.errors import BaseModelError, ShapeMismatchError
 from merge_core.output import DTYPES
-from merge_core.safetensors_header import read_header
 from merge_core.safetensors_writer import ST_TO_TORCH, write_streaming
 
-INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 5 * 1024**3
-
-
-def base_weight_files(folder: Path) -> dict[str, Path]:
-    """``tensor name -> file`` for a base model folder (single file or sharded with an index)."""
-    if not folder.is_dir():
-        raise BaseModelError(f"base model folder {str(folder)!r} does not exist", base_model=str(folder))
-    index = folder / INDEX_NAME
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        return {name: folder / file for name, file in weight_map.items()}
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise BaseModelError(f"{folder} has no .safetensors weights (pickle .bin weights are not read)", base_model=str(folder))
-    return {name: path for path in files for name in read_header(path)}
 
 
 def write_merged_model(
@@ -43,6 +27,8 @@ def write_merged_model(
     dtype: str = "float32",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Callable[[str, int, int], None] | None = None,
+    full_weights: dict[str, torch.Tensor] | None = None,
+    bias_updates: dict[str, torch.Tensor] | None = None,
 ) -> list[str]:
     """Write ``W0 + ΔW`` for every merged module, and the base's other tensors unchanged, as (sharded)
     safetensors in ``out_folder``, one tensor in memory at a time; copy the base's config files.
@@ -54,6 +40,9 @@ def write_merged_model(
         dtype: output dtype of the merged weights ("float32", "float16", "bfloat16").
         shard_bytes: largest output shard.
         progress: ``progress("write", done, total)`` per tensor.
+        full_weights: ``parameter name -> tensor`` replacing the base's (kept heads, resized embeddings),
+            or added where the base has none (a classification head on a causal LM's body).
+        bias_updates: ``parameter name -> Δb`` added to the base's bias.
 
     Returns:
         The names of the files written.
@@ -63,36 +52,40 @@ def write_merged_model(
         ShapeMismatchError: a base weight whose shape is not the update's.
         CorruptSafetensorsError: a base shard's header does not hold.
     """
-    files = base_weight_files(base_folder)
-    headers = {path: read_header(path) for path in set(files.values())}
-    targets = {f"{name}.weight": name for name in merged.modules}
-    missing = sorted(set(targets) - set(files))
+    base = BaseWeights(base_folder)
+    replaced, biases = full_weights or {}, bias_updates or {}
+    targets = {f"{name}.weight": name for name in merged.names()}
+    names = sorted(set(base.files) | set(replaced))
+    missing = sorted((set(targets) | set(biases)) - set(names))
     if missing:
-        raise BaseModelError(f"the base model has no weight for {len(missing)} merged modules, e.g. {missing[0]!r}")
+        raise BaseModelError(
+            f"the base model has no tensor for {len(missing)} merged updates, e.g. {missing[0]!r} (a layer without bias "
+            "cannot take a trained bias: write an adapter instead)"
+        )
     out_dtype = DTYPES[dtype]
     plan = []
-    for name in sorted(files):
-        info = headers[files[name]][name]
-        if name in targets:
-            B, A = merged.modules[targets[name]]
-            shape = (A.shape[1], B.shape[0]) if merged.fan_in_fan_out else (B.shape[0], A.shape[1])
-            if info.shape != shape:
-                raise ShapeMismatchError(f"base weight {name!r} is {list(info.shape)}, the merged update is {list(shape)}")
-        source_dtype = ST_TO_TORCH.get(info.dtype)
-        if source_dtype is None:
-            raise BaseModelError(f"base weight {name!r} has dtype {info.dtype}, which merged_model cannot write")
-        plan.append((name, out_dtype if source_dtype.is_floating_point else source_dtype, info.shape))
+    for name in names:
+        shape = tuple(replaced[name].shape) if name in replaced else base.shape(name)
+        update = merged.weight_delta(targets[name]).shape if name in targets else biases[name].shape if name in biases else None
+        if update is not None and tuple(update) != shape:
+            raise ShapeMismatchError(f"base weight {name!r} is {list(shape)}, the merged update is {list(update)}")
+        if name in replaced:
+            source_dtype = replaced[name].dtype
+        else:
+            source_dtype = ST_TO_TORCH.get(base.infos[name].dtype)
+            if source_dtype is None:
+                raise BaseModelError(f"base weight {name!r} has dtype {base.infos[name].dtype}, which merged_model cannot write")
+        plan.append((name, out_dtype if source_dtype.is_floating_point else source_dtype, shape))
     shards = _shard(plan, shard_bytes)
     out_folder.mkdir(parents=True, exist_ok=True)
     written, done = [], 0
 
     def produce(name: str) -> torch.Tensor:
         nonlocal done
-        with safe_open(str(files[name]), framework="pt") as fh:
-            tensor = fh.get_tensor(name)
-        if name in targets:
-            delta = merged.delta(targets[name])
-            tensor = (tensor.double() + (delta.T if merged.fan_in_fan_out else delta)).to(out_dtype)
+        tensor = replaced[name] if name in replaced else base.get(name)
+        if name in targets or name in biases:
+            delta = merged.weight_delta(targets[name]) if name in targets else biases[name]
+            tensor = (tensor.double() + delta).to(out_dtype)
         elif tensor.is_floating_point():
             tensor = tensor.to(out_dtype)
         done += 1
