@@ -93,7 +93,7 @@ class ErrorCode(StrEnum):
     invalid_adapter_config = auto(), None, _JC, "`adapter_config.json` missing or invalid (also non-finite or non-integer values)"
     unsupported_pattern = auto(), None, _JC, "a `rank_pattern`/`alpha_pattern` key: bad regex, over 512 chars, or backtracking"
     unsupported_adapter = auto(), None, _JC, "not LoRA (prompt/prefix tuning), or old fused-QKV `enable_lora`, trainable tokens"
-    full_weights_conflict = auto(), None, _JC, "adapters carry different full weights (heads, embeddings): set `output.full_weights`"
+    full_weights_conflict = auto(), None, _JC, "adapters carry different whole tensors (e.g. heads): set `output.full_weights`"
     base_model_required = auto(), None, _JC, "DoRA or trained full biases depend on the base weights: set `output.base_model`"
     bias_not_mergeable = auto(), None, _JC, "trained biases merge only with a method linear in the update (`task_arithmetic`)"
     corrupt_safetensors = auto(), None, _JC, "the safetensors header is unreadable or lies about offsets, dtypes or sizes"
