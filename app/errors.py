@@ -79,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        for err in exc.errors():  # our own check inside the body's model (a mergekit configuration): its code
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, MergeError):
+                return error_response(cause.code, cause.message, cause.details, status=_status(cause.code) or 422)
         fields = [
             {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
             for err in exc.errors()

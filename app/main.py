@@ -15,6 +15,7 @@ from app.deps import Services
 from app.errors import install_error_handlers
 from app.metrics import metrics_registry
 from app.routes import health, merges, methods
+from app.yaml_body import YamlBodyMiddleware
 from jobs.queue import make_celery
 from jobs.secrets import TokenBox
 from jobs.settings import Settings, get_settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics_registry=metrics_registry(store, settings),
     )
     install_error_handlers(app)
+    app.add_middleware(YamlBodyMiddleware)  # inside the body limit (the last added runs first)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     for module in (merges, methods, health):
         app.include_router(module.router)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource
 from jobs.request import MergeRequest
+from merge_core.errors import InvalidSpecError
+from merge_core.mergekit import MAX_YAML_BYTES, mergekit_to_spec
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -18,7 +20,42 @@ def _ts(value: float | None) -> datetime | None:
 
 class MergeCreate(MergeRequest):
     """A merge job: the library's spec (method, adapters, params, output options) and where the service
-    publishes the result (``output.destination``, ``output.private``). Unknown fields are refused."""
+    publishes the result (``output.destination``, ``output.private``). Unknown fields are refused.
+
+    Or a mergekit configuration: ``{"mergekit": "<YAML>", "output": {...}}`` (or the YAML itself as the body,
+    ``Content-Type: application/yaml``), translated to the spec it stands for (``merge_core.mergekit``); the
+    job then stores and shows that spec. ``output`` here adds to the translated one (destination, or
+    ``kind: adapter`` with a ``rank``)."""
+
+    mergekit: str | None = Field(
+        default=None,
+        max_length=MAX_YAML_BYTES,
+        exclude=True,
+        description="A mergekit 0.1.5 configuration (YAML text) instead of method/adapters/params: linear, "
+        "task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties; models as base+lora or PEFT "
+        "folders. The result is the merged model mergekit writes (output.kind merged_model).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mergekit(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("mergekit") is None:
+            return data
+        text = data["mergekit"]
+        if not isinstance(text, str):
+            raise InvalidSpecError("mergekit: expected the configuration as YAML text")
+        others = sorted(set(data) - {"mergekit", "output"})
+        if others:
+            raise InvalidSpecError(
+                f"mergekit: give the configuration or {', '.join(others)}, not both (the YAML holds the method, models "
+                "and parameters; output may add destination, private, kind, rank)",
+                fields=others,
+            )
+        spec = mergekit_to_spec(text)
+        output = data.get("output")
+        if output is not None and not isinstance(output, dict):
+            raise InvalidSpecError("output: expected an object")
+        return {**spec, "output": {**spec["output"], **(output or {})}, "mergekit": text}
 
 
 class JobPublic(BaseModel):

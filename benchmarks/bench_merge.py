@@ -141,6 +141,11 @@ def main() -> None:
     print(f"ours  task_arithmetic (exact)                  {args.layers:2d} layers {fmt(results['task_arithmetic'])}")
     results["do_merging_r16"] = run_ours(adapters, "do_merging", {}, args.rank, device)
     print(f"ours  do_merging -> rank {args.rank} (SVD from factors)  {args.layers:2d} layers {fmt(results['do_merging_r16'])}")
+    for name in ("tsv", "knots"):  # exact low rank from factors: QR/SVD-bound
+        results[name] = run_ours(adapters, name, {}, None, device)
+        print(
+            f"ours  {name} (exact, rank <= {args.adapters * args.rank})            {args.layers:2d} layers {fmt(results[name])}"
+        )
     dense = subset(adapters, args.dense_layers)
     scale_dense = args.layers / args.dense_layers
     results["ties"] = run_ours(dense, "ties", {"density": 0.2}, args.rank, device)

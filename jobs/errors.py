@@ -81,10 +81,10 @@ class ErrorCode(StrEnum):
     no_workers = auto(), 503, _R, "`/readyz`: no worker process has sent a heartbeat recently"
     http_error = auto(), None, _R, "any other HTTP error, answered with its own status"
     # -- merge_core's spec checks: 422 before queueing, a failed job, or the command line --------
-    invalid_spec = auto(), 422, _RJC, "the job spec is malformed (a field, the output options)"
+    invalid_spec = auto(), 422, _RJC, "the job spec (or mergekit configuration) is malformed (a field, the output options)"
     unknown_method = auto(), 422, _RJC, "no merge method of this name (`GET /v1/methods` lists them)"
     invalid_params = auto(), 422, _RJC, "a method parameter is unknown or out of range"
-    rank_required = auto(), 422, _RJC, "the method's result is not low-rank: set `output.rank`"
+    rank_required = auto(), 422, _RJC, "the method's result is not low-rank: set `output.rank`, or write a `merged_model`"
     # -- the job failed (merge_core's codes also end `loramerge merge`) ---------------------------
     source_unavailable = auto(), None, _J, "the Hub or object store answered 5xx/429 or timed out, on every attempt"
     source_forbidden = auto(), None, _J, "the source exists but the token or credentials may not read it"

@@ -21,7 +21,9 @@ class ModuleBatch:
     ``A[i]`` is ``(N, r_i, in)``, ``B[i]`` is ``(N, out, r_i)`` as stored (unscaled); ``coef[i]`` is
     ``(N,)`` = PEFT scale × the adapter's weight, so adapter i's update is ``coef[i] · B[i] @ A[i]``.
     ``seeds`` are per-module seeds derived from the job seed and the module name, so random methods
-    give the same result however modules are batched or ordered.
+    give the same result however modules are batched or ordered. ``adapters[i]`` is the index (in the
+    job) of the adapter behind ``A[i]``, ``weights[i]`` its weight (already inside ``coef[i]``; TIES's
+    ``divisor: "weight_sum"`` needs it apart).
 
     A kernel that iterates (DO-Merging's orthogonalization) calls ``checkpoint(stage, done, total)``
     every few iterations: the engine reports it as progress and raises ``MergeCancelledError`` there
@@ -34,6 +36,16 @@ class ModuleBatch:
     coef: list[torch.Tensor]
     seeds: list[int] = field(default_factory=list)
     checkpoint: Checkpoint = no_checkpoint
+    adapters: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    def adapter_index(self, i: int) -> int:
+        return self.adapters[i] if self.adapters else i
+
+    def weight(self, i: int) -> torch.Tensor:
+        """Adapter i's weight as an ``(N,)`` tensor (1 when the batch was built without weights)."""
+        value = self.weights[i] if self.weights else 1.0
+        return torch.full((len(self.names),), value, dtype=self.coef[i].dtype, device=self.coef[i].device)
 
     @property
     def ranks(self) -> list[int]:

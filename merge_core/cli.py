@@ -40,13 +40,20 @@ def _progress_bar():
 def cmd_merge(args: argparse.Namespace) -> int:
     from merge_core.pipeline import run_merge
 
-    try:
-        raw = json.loads(Path(args.spec).read_text())
-    except FileNotFoundError:
-        raise MergeError(f"spec file {args.spec!r} not found") from None
-    except json.JSONDecodeError as exc:
-        raise MergeError(f"spec file {args.spec!r} is not valid JSON: {exc}") from None
-    spec = _library_spec(raw)
+    if args.spec.endswith((".yml", ".yaml")):
+        spec = _mergekit_spec(args)
+    else:
+        if args.adapter or args.rank is not None:
+            raise InvalidSpecError(
+                "--adapter and --rank apply to mergekit YAML files; a JSON spec sets output.kind and output.rank"
+            )
+        try:
+            raw = json.loads(Path(args.spec).read_text())
+        except FileNotFoundError:
+            raise MergeError(f"spec file {args.spec!r} not found") from None
+        except json.JSONDecodeError as exc:
+            raise MergeError(f"spec file {args.spec!r} is not valid JSON: {exc}") from None
+        spec = _library_spec(raw)
     outcome = run_merge(
         spec,
         args.out,
@@ -66,6 +73,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _mergekit_spec(args: argparse.Namespace) -> MergeSpec:
+    """A mergekit configuration file: a merged model as mergekit writes it, or with --adapter a LoRA adapter."""
+    from merge_core.mergekit import MAX_YAML_BYTES, mergekit_to_spec
+
+    path = Path(args.spec)
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise MergeError(f"mergekit configuration {args.spec!r} not found") from None
+    raw = mergekit_to_spec(text, check_local=True)
+    if args.adapter or args.rank is not None:
+        raw["output"] = {**raw["output"], "kind": "adapter", "rank": args.rank}
+    return _library_spec(raw)
 
 
 def _library_spec(raw: object) -> MergeSpec:
@@ -102,13 +125,23 @@ def build_parser(add_commands: Callable | None = None) -> argparse.ArgumentParse
     parser = argparse.ArgumentParser(prog="loramerge", description="Merge LoRA adapters (DO-Merging and baselines).")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="merge the adapters named in a JSON job spec")
-    merge.add_argument("spec", help="job spec JSON file (the HTTP API's body less output.destination, output.private)")
+    merge.add_argument(
+        "spec",
+        help="job spec JSON file (the HTTP API's body less output.destination, output.private), or a mergekit "
+        "configuration (.yml/.yaml: linear, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties)",
+    )
     merge.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     merge.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     merge.add_argument(
         "--allow-pickle", action="store_true", help="read pickle adapter_model.bin (runs code: trusted files only)"
     )
     merge.add_argument("--quiet", action="store_true", help="no progress bars")
+    merge.add_argument(
+        "--adapter",
+        action="store_true",
+        help="mergekit YAML: write a LoRA adapter instead of a merged model (exact when factored)",
+    )
+    merge.add_argument("--rank", type=int, default=None, help="mergekit YAML: the adapter's rank (needed by dense methods)")
     merge.set_defaults(func=cmd_merge)
     methods = sub.add_parser("methods", help="list merge methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output with JSON schemas")

@@ -152,6 +152,7 @@ def merge_adapters(
     batch_elements: int = BATCH_ELEMENTS,
     base: BaseWeights | None = None,
     base_model_check: BaseModelCheck = "strict",
+    output_kind: str = "adapter",
 ) -> MergedAdapter:
     """Merge ``adapters`` module by module, batching modules of the same shape.
 
@@ -159,23 +160,25 @@ def merge_adapters(
         adapters: loaded adapters (``load_adapter``) of one base model; target modules may differ.
         method, params: a registered method and its parsed parameters (``validate_spec``).
         weights: ``weights[i]`` multiplies adapter i's update ``ΔW_i`` (default 1 each).
-        rank: ``None`` keeps the exact result (factored methods only); an integer truncates each module
-            by SVD to at most that rank and reports the relative error as ``compression_error``.
+        rank: ``None`` keeps the exact result (factors, or for a dense method into a ``merged_model`` the dense
+            update in ``MergedAdapter.dense``); an integer truncates each module by SVD to at most that rank and
+            reports the relative error as ``compression_error``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``/None (CUDA when available).
         progress: ``progress(stage, done, total)`` per batch and inside long kernels.
         should_cancel: asked at the same points; True raises MergeCancelledError.
         batch_elements: upper bound of one batch's factor elements (memory per batch).
         base: the base model's weights; needed for DoRA modules, and checked against every module's shape.
         base_model_check: ``strict`` refuses adapters whose base model names differ; ``same_shapes`` does not.
+        output_kind: ``merged_model`` lets a dense method run without ``rank``.
 
     Raises:
-        RankRequiredError: a dense method without ``rank``.
+        RankRequiredError: a dense method without ``rank`` for an adapter.
         BaseModelRequiredError: DoRA modules and no ``base``.
         BaseModelMismatchError, ShapeMismatchError: adapters that cannot be merged together.
         MergeDivergedError: the result holds NaN or Inf.
         MergeCancelledError: ``should_cancel`` said so.
     """
-    method.check_rank(rank)
+    method.check_rank(rank, output_kind)
     check_compatible(adapters, base_model_check)
     if base is not None:
         check_against_base(adapters, base)
@@ -189,6 +192,8 @@ def merge_adapters(
     batches = _plan_batches(adapters, method.factored, batch_elements)
     total = sum(len(names) for names, _ in batches)
     seed = params.seed if isinstance(params, SeededParams) else 0
+    if getattr(params, "compute_dtype", None) == "float64":
+        dtype = torch.float64
     result = MergedAdapter(
         modules={},
         base_model=adapters[0].base_model,
@@ -206,6 +211,13 @@ def merge_adapters(
         if progress is not None:
             progress(stage, step, steps)
 
+    def scan():  # every batch once more, for a method's prepass (model-wide trimming)
+        for k, (names, members) in enumerate(batches):
+            checkpoint("scan", k, len(batches))
+            yield _build_batch(adapters, weights, names, members, device, dtype, seed, base)
+
+    if method.prepass is not None:
+        params = method.prepass(params, scan)
     for names, members in batches:
         cancel_point("")
         batch = _build_batch(adapters, weights, names, members, device, dtype, seed, base)
@@ -257,7 +269,8 @@ def _build_batch(adapters, weights, names, members, device, dtype, seed, base) -
         B.append(torch.stack([adapter.modules[n].B for n in names]).to(device=device, dtype=dtype))
         coef.append(torch.tensor([adapter.modules[n].scale * weights[i] for n in names], device=device, dtype=dtype))
     seeds = [(seed * 0x9E3779B1 + zlib.crc32(n.encode())) % 2**63 for n in names]
-    return ModuleBatch(names=names, A=A, B=B, coef=coef, seeds=seeds)
+    carriers = [i for i, _ in members]
+    return ModuleBatch(names, A, B, coef, seeds, adapters=carriers, weights=[weights[i] for i in carriers])
 
 
 def _base_weight(adapter: LoraAdapter, name: str, base: BaseWeights) -> torch.Tensor:
@@ -285,7 +298,7 @@ def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
 
 def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int, *, keep_dense: bool) -> None:
     diagnostics = {k: v.detach().double().cpu().tolist() for k, v in out.diagnostics.items()}
-    if out.dense is not None:
+    if out.dense is not None and rank is not None:
         n, rows, cols = out.dense.shape
         total_sq = out.dense.double().square().sum((-1, -2))
         U, S, Vh = randomized_svd(out.dense, min(rank, rows, cols), seed=seed)
@@ -294,9 +307,9 @@ def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, s
     elif rank is not None:
         B, A, error = truncate(*svd_from_factors(out.B, out.A), rank)
         diagnostics["compression_error"] = error.double().cpu().tolist()
-    elif keep_dense:  # a full-rank exact update (DoRA): factors of rank Σ min(out, in) would only cost more
+    elif keep_dense or out.dense is not None:  # exact full rank (DoRA; a dense method into a merged_model)
         for j, name in enumerate(names):
-            result.dense[name] = (out.B[j].double() @ out.A[j].double()).cpu()
+            result.dense[name] = (out.dense[j] if out.dense is not None else out.B[j].double() @ out.A[j].double()).cpu()
             result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
         return
     else:

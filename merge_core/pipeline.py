@@ -128,6 +128,7 @@ def run_merge(
         batch_elements=batch_elements,
         base=base,
         base_model_check=spec.base_model_check,
+        output_kind=spec.output.kind,
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -7,7 +7,7 @@ forgotten; ``tests/merge_core/test_registry.py`` checks, in a fresh interpreter,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class SeededParams(MethodParams):
 
 
 Kernel = Callable[[ModuleBatch, Any], BatchResult]
+# Before the merge, for a method that needs a view of every module (TIES/KnOTS ``scope: "model"``): gets the
+# parsed parameters and a function that walks every batch afresh; returns the parameters the kernel runs with.
+Prepass = Callable[[Any, Callable[[], Iterable[ModuleBatch]]], Any]
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class MergeMethod:
     summary: str
     comparison_only: bool = False
     linear: bool = False  # the result is Σ c_i ΔW_i with fixed c_i: trained biases merge with the same c_i
+    prepass: Prepass | None = None
 
     def parse_params(self, raw: dict[str, Any] | None) -> MethodParams:
         try:
@@ -61,10 +65,14 @@ class MergeMethod:
                 f"{self.name}: {format_validation_error(exc)}", method=self.name, errors=[e["msg"] for e in exc.errors()]
             ) from None
 
-    def check_rank(self, rank: int | None) -> None:
-        """Raise RankRequiredError when this method's full-rank result has no ``output.rank`` to truncate to."""
-        if rank is None and not self.factored:
-            raise RankRequiredError(f"{self.name} gives a full-rank update: set output.rank", method=self.name)
+    def check_rank(self, rank: int | None, kind: str = "adapter") -> None:
+        """Raise RankRequiredError when this method's full-rank result has no ``output.rank`` to truncate to
+        and goes into an adapter (a ``merged_model`` takes the exact dense update, one module at a time)."""
+        if rank is None and not self.factored and kind != "merged_model":
+            raise RankRequiredError(
+                f"{self.name} gives a full-rank update: set output.rank, or write a merged_model (exact, no rank needed)",
+                method=self.name,
+            )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -81,7 +89,14 @@ _METHODS: dict[str, MergeMethod] = {}
 
 
 def register(
-    name: str, params: type[MethodParams], *, factored: bool, summary: str, comparison_only: bool = False, linear: bool = False
+    name: str,
+    params: type[MethodParams],
+    *,
+    factored: bool,
+    summary: str,
+    comparison_only: bool = False,
+    linear: bool = False,
+    prepass: Prepass | None = None,
 ):
     """Make ``kernel`` the merge method ``name``: ``@register("ties", TiesParams, factored=False, summary=...)``.
 
@@ -92,6 +107,7 @@ def register(
         summary: one line for ``/v1/methods`` and ``loramerge methods``.
         comparison_only: listed for benchmarks, not recommended for use.
         linear: the result is ``λ Σ w_i ΔW_i`` (fixed coefficients), so biases trained beside the LoRA merge too.
+        prepass: runs over every batch before the merge (``merge_core.conventions.model_wide_prepass``).
 
     Raises:
         RuntimeError: ``name`` is already registered.
@@ -100,7 +116,7 @@ def register(
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")
-        _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear)
+        _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear, prepass)
         return kernel
 
     return decorate
@@ -137,7 +153,7 @@ def validate_spec(spec: MergeSpec) -> ResolvedSpec:
     """
     method = get_method(spec.method)
     params = method.parse_params(spec.params)
-    method.check_rank(spec.output.rank)
+    method.check_rank(spec.output.rank, spec.output.kind)
     seen = set()
     for i, ref in enumerate(spec.adapters):
         key = (ref.source, ref.revision)

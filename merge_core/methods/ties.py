@@ -1,17 +1,29 @@
-"""TIES: trim each update to its top ``density`` entries, elect signs, average the agreeing entries."""
+"""TIES: trim each update to its top ``density`` entries, elect signs, average the agreeing entries.
 
-from pydantic import Field
+Conventions (docs/METHOD.md §8): ``scope`` (per module, or the authors' model-wide trim), ``keep_count``,
+``normalize``/``divisor`` (disjoint mean by count, mergekit's by weight sum, or the sum), ``zero_vote``."""
 
 from merge_core.batch import BatchResult, ModuleBatch
-from merge_core.ops.sparsify import disjoint_merge, top_fraction_mask
-from merge_core.registry import MethodParams, register
+from merge_core.conventions import ConsensusParams, DenseParams, TrimParams, model_wide_prepass
+from merge_core.ops.sparsify import disjoint_merge
+from merge_core.registry import register
 
 
-class TiesParams(MethodParams):
-    density: float = Field(default=0.2, gt=0, le=1, description="Fraction of entries kept per update.")
+class TiesParams(TrimParams, ConsensusParams, DenseParams):
+    pass
 
 
-@register("ties", TiesParams, factored=False, summary="TIES-Merging: trim, elect sign, disjoint mean; needs output.rank.")
+def _values(batch: ModuleBatch, params: TiesParams):
+    return batch.deltas()
+
+
+@register(
+    "ties",
+    TiesParams,
+    factored=False,
+    prepass=model_wide_prepass(_values),
+    summary="TIES-Merging: trim, elect sign, disjoint mean; output.rank for an adapter, exact into a merged_model.",
+)
 def ties(batch: ModuleBatch, params: TiesParams) -> BatchResult:
-    trimmed = [delta * top_fraction_mask(delta, params.density) for delta in batch.deltas()]
-    return BatchResult(dense=params.scaling * disjoint_merge(trimmed))
+    trimmed = [params.trim(delta, batch, i) for i, delta in enumerate(batch.deltas())]
+    return BatchResult(dense=params.scaling * disjoint_merge(trimmed, **params.consensus(batch)))

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import torch
 
+from merge_core.ops.lowrank import qr, svd
+
 
 def joint_basis(Bs: list[torch.Tensor], As: list[torch.Tensor], *, rel_tol: float = 0.0):
     """Return ``U (N,out,m)``, ``S (N,m)`` and per-task ``V_iᵀ (N,m,in)``; singular values at or below
     ``rel_tol · σ_max`` are set to zero (KnOTS keeps ``σ > 1e-5`` relative)."""
-    q_b, r_b = torch.linalg.qr(torch.cat(Bs, dim=-1))
+    q_b, r_b = qr(torch.cat(Bs, dim=-1))
     q_as, cores, start = [], [], 0
     for B, A in zip(Bs, As):
-        q_a, r_a = torch.linalg.qr(A.transpose(-1, -2))
+        q_a, r_a = qr(A.transpose(-1, -2))
         width = B.shape[-1]
         cores.append(r_b[..., start : start + width] @ r_a.transpose(-1, -2))
         q_as.append(q_a)
         start += width
-    u_c, s, vh_c = torch.linalg.svd(torch.cat(cores, dim=-1), full_matrices=False)
+    u_c, s, vh_c = svd(torch.cat(cores, dim=-1), full_matrices=False)
     if rel_tol > 0:
         s = torch.where(s > rel_tol * s[..., :1], s, torch.zeros_like(s))
     vts, start = [], 0

@@ -17,6 +17,7 @@ IDENTITY_PARAMS = {
     "dare_linear": {"drop_rate": 0.0},
     "dare_ties": {"drop_rate": 0.0},
     "breadcrumbs": {"beta": 1.0, "gamma": 0.0},
+    "breadcrumbs_ties": {"beta": 1.0, "gamma": 0.0},
     "knots": {"density": 1.0},
     "tsv": {},
     "drm": {"density": 1.0},

@@ -16,6 +16,7 @@ EXPECTED = {
     "dare_linear",
     "dare_ties",
     "breadcrumbs",
+    "breadcrumbs_ties",
     "knots",
     "tsv",
     "drm",
