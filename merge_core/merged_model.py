@@ -17,6 +17,7 @@ from merge_core.output import DTYPES
 from merge_core.safetensors_writer import ST_TO_TORCH, write_streaming
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
+CONFIG_NAME = "config.json"
 
 
 def write_merged_model(
@@ -29,6 +30,7 @@ def write_merged_model(
     progress: Callable[[str, int, int], None] | None = None,
     full_weights: dict[str, torch.Tensor] | None = None,
     bias_updates: dict[str, torch.Tensor] | None = None,
+    leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
     """Write ``W0 + ΔW`` for every merged module, and the base's other tensors unchanged, as (sharded)
     safetensors in ``out_folder``, one tensor in memory at a time; copy the base's config files.
@@ -43,6 +45,10 @@ def write_merged_model(
         full_weights: ``parameter name -> tensor`` replacing the base's (kept heads, resized embeddings),
             or added where the base has none (a classification head on a causal LM's body).
         bias_updates: ``parameter name -> Δb`` added to the base's bias.
+        leave_out: base tensors not to write (heads that each adapter keeps beside the model instead).
+
+    ``config.json`` follows the tensors written: ``vocab_size`` when the embeddings changed size, the
+    label count (``id2label``) when a classification head did.
 
     Returns:
         The names of the files written.
@@ -55,7 +61,7 @@ def write_merged_model(
     base = BaseWeights(base_folder)
     replaced, biases = full_weights or {}, bias_updates or {}
     targets = {f"{name}.weight": name for name in merged.names()}
-    names = sorted(set(base.files) | set(replaced))
+    names = sorted((set(base.files) - set(leave_out)) | set(replaced))
     missing = sorted((set(targets) | set(biases)) - set(names))
     if missing:
         raise BaseModelError(
@@ -106,7 +112,33 @@ def write_merged_model(
         if extra.is_file() and not extra.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and extra.name != INDEX_NAME:
             shutil.copy2(extra, out_folder / extra.name)
             written.append(extra.name)
+    if (out_folder / CONFIG_NAME).is_file() and replaced:
+        config = json.loads((out_folder / CONFIG_NAME).read_text())
+        if fit_config(config, base, {name: tuple(t.shape) for name, t in replaced.items()}):
+            (out_folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return written
+
+
+HEAD_NAMES = ("score.weight", "classifier.weight", "classifier.out_proj.weight")  # SEQ_CLS heads of HF models
+
+
+def fit_config(config: dict, base: BaseWeights, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Make ``config`` describe tensors that replaced the base's: resized embeddings (``vocab_size``) and
+    classification heads with another label count (``id2label``/``label2id``). True if it changed."""
+    changed = False
+    labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
+    for name, shape in sorted(shapes.items()):
+        old = base.shape(name) if name in base else None
+        if len(shape) != 2 or old == shape:
+            continue
+        if old is not None and old[0] == config.get("vocab_size") and old[1:] == shape[1:]:
+            config["vocab_size"], changed = shape[0], True
+        elif name.endswith(HEAD_NAMES) and shape[0] != labels:
+            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(shape[0])}
+            config["label2id"] = {f"LABEL_{i}": i for i in range(shape[0])}
+            config.pop("num_labels", None)
+            labels, changed = shape[0], True
+    return changed
 
 
 def _shard(plan, shard_bytes: int):

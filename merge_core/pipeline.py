@@ -182,6 +182,7 @@ def _write(
             progress=progress,
             full_weights={name: w.tensor for name, w in full.shared.items()},
             bias_updates=biases,
+            leave_out={name for own in full.per_adapter.values() for name in own},
         )
         for i, own in full.per_adapter.items():  # each adapter's own tensors, plus the merged update where one applies
             tensors = {name: _with_update(merged, name, w.tensor).to(DTYPES[spec.output.dtype]) for name, w in own.items()}
