@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -22,6 +23,7 @@ from merge_core.errors import (
     BaseModelError,
     BaseModelMismatchError,
     BaseModelRequiredError,
+    DeviceOutOfMemoryError,
     InvalidAdapterConfigError,
     MergeCancelledError,
     MergeDivergedError,
@@ -33,6 +35,7 @@ from merge_core.registry import MergeMethod, MethodParams, SeededParams
 from merge_core.spec import BaseModelCheck
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+OomPolicy = Literal["cpu", "fail"]
 BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amortizes kernel launches
 
 
@@ -107,7 +110,9 @@ def check_compatible(adapters: Sequence[LoraAdapter], base_model_check: BaseMode
 
 def check_against_base(adapters: Sequence[LoraAdapter], base: BaseWeights) -> None:
     """Every adapter module has a base weight of its shape (an adapter's own saved copy of the layer
-    counts instead, e.g. embeddings resized for new tokens)."""
+    counts instead, e.g. embeddings resized for new tokens), and every whole tensor an adapter carries
+    fits the base's: same dimensions, only the first (labels of a head, rows of a resized vocabulary)
+    may differ; a trained bias must match exactly."""
     for adapter in adapters:
         for name, module in adapter.modules.items():
             key = f"{name}.weight"
@@ -127,6 +132,17 @@ def check_against_base(adapters: Sequence[LoraAdapter], base: BaseWeights) -> No
                     f"module {shown(name)} of {adapter.source} updates a {list(expected)} weight, but the base model's "
                     f"is {list(shape)}",
                     module=name[:NAME_SHOWN],
+                )
+        for name, full in adapter.full_weights.items():
+            if name not in base:
+                continue  # a head the base does not have (a classifier on a causal LM's body)
+            have, want = tuple(full.tensor.shape), base.shape(name)
+            fits = have == want or (full.kind != "trained_bias" and len(have) == len(want) and have[1:] == want[1:])
+            if not fits:
+                raise ShapeMismatchError(
+                    f"{adapter.source} carries {shown(name)} as {list(have)}, which does not fit the base model's "
+                    f"{list(want)} (only the first dimension, a head's labels or a vocabulary's rows, may differ)",
+                    tensor=name[:NAME_SHOWN],
                 )
 
 
@@ -152,6 +168,7 @@ def merge_adapters(
     batch_elements: int = BATCH_ELEMENTS,
     base: BaseWeights | None = None,
     base_model_check: BaseModelCheck = "strict",
+    on_oom: OomPolicy = "cpu",
 ) -> MergedAdapter:
     """Merge ``adapters`` module by module, batching modules of the same shape.
 
@@ -167,6 +184,8 @@ def merge_adapters(
         batch_elements: upper bound of one batch's factor elements (memory per batch).
         base: the base model's weights; needed for DoRA modules, and checked against every module's shape.
         base_model_check: ``strict`` refuses adapters whose base model names differ; ``same_shapes`` does not.
+        on_oom: a batch that runs the device out of memory is split in halves and retried; a single module
+            that still does not fit runs on the CPU (``"cpu"``) or raises DeviceOutOfMemoryError (``"fail"``).
 
     Raises:
         RankRequiredError: a dense method without ``rank``.
@@ -206,17 +225,50 @@ def merge_adapters(
         if progress is not None:
             progress(stage, step, steps)
 
-    for names, members in batches:
-        cancel_point("")
-        batch = _build_batch(adapters, weights, names, members, device, dtype, seed, base)
+    def run(names: list[str], members, on: torch.device) -> None:
+        batch = _build_batch(adapters, weights, names, members, on, dtype, seed, base)
         batch.checkpoint = checkpoint
         out = method.kernel(batch, params)
         _check_finite(out, names, method.name)
         _collect(result, names, out, rank, seed, keep_dense=any(dora for _, dora in members))
+
+    for names, members in batches:
+        cancel_point("")
+        run_guarded(lambda part, on, members=members: run(part, members, on), names, device, on_oom)
         done += len(names)
         if progress is not None:
             progress("merge", done, total)
     return result
+
+
+def run_guarded(
+    run: Callable[[list[str], torch.device], None], names: list[str], device: torch.device, on_oom: OomPolicy
+) -> None:
+    """``run(names, device)``, splitting the batch in halves when the device runs out of memory; a single
+    module that still does not fit runs on the CPU (``on_oom="cpu"``) or fails as ``device_out_of_memory``."""
+    try:
+        run(names, device)
+        return
+    except torch.OutOfMemoryError:
+        _release(device)
+    if len(names) > 1:
+        half = len(names) // 2
+        run_guarded(run, names[:half], device, on_oom)
+        run_guarded(run, names[half:], device, on_oom)
+    elif on_oom == "cpu" and device.type != "cpu":
+        run(names, torch.device("cpu"))
+    else:
+        raise DeviceOutOfMemoryError(
+            f"module {shown(names[0])} alone does not fit in the memory of {device}; free the device, use one with "
+            "more memory, or let the worker fall back to the CPU (LORAMERGE_OOM_FALLBACK=cpu)",
+            device=str(device),
+            module=names[0][:NAME_SHOWN],
+        )
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[tuple[int, bool]]]]:

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME, FullWeight
 from merge_core.base_model import BaseWeights
 from merge_core.engine import MergedAdapter
-from merge_core.errors import BaseModelRequiredError, InvalidSpecError
+from merge_core.errors import BaseModelRequiredError, BiasNotMergeableError, InvalidSpecError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -97,19 +97,11 @@ def write_adapter(
             tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.to(torch_dtype).contiguous()
     for weight in (full_weights or {}).values():
         tensors[weight.key] = weight.tensor.to(torch_dtype if weight.tensor.is_floating_point() else weight.tensor.dtype)
-    lora_biases = {n.removesuffix(".bias"): d for n, d in (bias_updates or {}).items() if n.removesuffix(".bias") in linear}
-    full_biases = {n: d for n, d in (bias_updates or {}).items() if n.removesuffix(".bias") not in lora_biases}
-    if lora_biases and len(linear) < len(merged.modules):  # PEFT has no lora_bias for embedding layers
-        full_biases, lora_biases = dict(bias_updates), {}
+    lora_biases, full_biases = _place_biases(bias_updates or {}, linear, base, embeddings=bool(merged.embeddings))
     for module in linear if lora_biases else []:  # lora_bias gives every LoRA layer a bias: zero where none changed
         B = merged.modules[module][0]
         tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = lora_biases.get(module, torch.zeros(B.shape[0])).to(torch_dtype)
     for name, delta in full_biases.items():
-        if base is None:
-            raise BaseModelRequiredError(
-                f"the merged bias {name!r} sits outside a linear LoRA layer, so the adapter must hold it whole (b0 + Δb): "
-                "set output.base_model"
-            )
         module = name.removesuffix(".bias")
         key = f"{PEFT_PREFIX}{module}.base_layer.bias" if module in merged.modules else f"{PEFT_PREFIX}{name}"
         tensors[key] = (base.get(name).double() + delta).to(torch_dtype)
@@ -123,6 +115,34 @@ def write_adapter(
     )
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return [WEIGHTS_NAME, CONFIG_NAME]
+
+
+def _place_biases(
+    updates: dict[str, torch.Tensor], linear: list[str], base: BaseWeights | None, *, embeddings: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Where each merged bias goes: whole (``b0 + Δb``, a plain base bias that PEFT loads and merges like any
+    other) wherever the base has that bias; as ``lora_B.bias`` (``lora_bias``) only where it has none, or
+    when no base was given. Returns ``(module -> Δb for lora_B.bias, parameter -> Δb to write whole)``."""
+    lora_biases, full_biases = {}, {}
+    for name, delta in updates.items():
+        module = name.removesuffix(".bias")
+        if base is not None and name in base:
+            full_biases[name] = delta
+        elif module in linear:
+            lora_biases[module] = delta
+        elif base is None:
+            raise BaseModelRequiredError(
+                f"the merged bias {name!r} sits outside a linear LoRA layer, so the adapter must hold it whole (b0 + Δb): "
+                "set output.base_model"
+            )
+        else:
+            raise BiasNotMergeableError(f"the merged bias {name!r} has no layer to go to: the base model has no such bias")
+    if lora_biases and embeddings:
+        raise BiasNotMergeableError(
+            "lora_bias on layers without a base bias cannot sit beside embedding LoRA in one PEFT adapter (PEFT has no "
+            "lora_bias for embeddings); write a merged_model"
+        )
+    return lora_biases, full_biases
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
