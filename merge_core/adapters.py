@@ -88,7 +88,8 @@ class StoredTensor:
         return tensor.T.contiguous() if self.transpose else tensor
 
 
-def _materialized(tensor: torch.Tensor | StoredTensor) -> torch.Tensor:
+def materialized(tensor: torch.Tensor | StoredTensor) -> torch.Tensor:
+    """The tensor itself, read from its file if it was left there."""
     return tensor.load() if isinstance(tensor, StoredTensor) else tensor
 
 
@@ -118,11 +119,11 @@ class LoraModule:
 
     @property
     def A(self) -> torch.Tensor:
-        return _materialized(self._A)
+        return materialized(self._A)
 
     @property
     def B(self) -> torch.Tensor:
-        return _materialized(self._B)
+        return materialized(self._B)
 
     @property
     def dora(self) -> bool:

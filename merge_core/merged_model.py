@@ -77,7 +77,7 @@ def write_merged_model(
     plan = []
     for name in names:
         shape = tuple(replaced[name].shape) if name in replaced else base.shape(name)
-        update = merged.weight_delta(targets[name]).shape if name in targets else biases[name].shape if name in biases else None
+        update = merged.weight_shape(targets[name]) if name in targets else biases[name].shape if name in biases else None
         if update is not None and tuple(update) != shape:
             raise ShapeMismatchError(f"base weight {name!r} is {list(shape)}, the merged update is {list(update)}")
         if name in replaced:

@@ -5,18 +5,17 @@ carries LoRA, and full tensors (kept full weights, other merged biases) under PE
 from __future__ import annotations
 
 import json
-import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME, FullWeight
+from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME, FullWeight, materialized
 from merge_core.base_model import BaseWeights
 from merge_core.engine import MergedAdapter
 from merge_core.errors import BaseModelRequiredError, BiasNotMergeableError, InvalidSpecError
+from merge_core.safetensors_writer import write_streaming
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -87,25 +86,37 @@ def write_adapter(
         )
     folder.mkdir(parents=True, exist_ok=True)
     torch_dtype = DTYPES[dtype]
-    tensors, linear = {}, [n for n in merged.modules if n not in merged.embeddings]
+    tensors: dict[str, tuple[tuple[int, ...], Callable[[], torch.Tensor]]] = {}  # key -> (shape, produce)
+
+    def add(key: str, tensor, transpose: bool = False) -> None:
+        shape = tuple(tensor.shape)[::-1] if transpose else tuple(tensor.shape)
+        tensors[key] = (shape, lambda: materialized(tensor).T if transpose else materialized(tensor))
+
+    linear = [n for n in merged.modules if n not in merged.embeddings]
     for name, (B, A) in merged.modules.items():
         if name in merged.embeddings:  # PEFT's layout: ΔW = (lora_embedding_B @ lora_embedding_A)ᵀ
-            tensors[f"{PEFT_PREFIX}{name}.lora_embedding_A"] = B.T.to(torch_dtype).contiguous()
-            tensors[f"{PEFT_PREFIX}{name}.lora_embedding_B"] = A.T.to(torch_dtype).contiguous()
+            add(f"{PEFT_PREFIX}{name}.lora_embedding_A", B, transpose=True)
+            add(f"{PEFT_PREFIX}{name}.lora_embedding_B", A, transpose=True)
         else:
-            tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A.to(torch_dtype).contiguous()
-            tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.to(torch_dtype).contiguous()
+            add(f"{PEFT_PREFIX}{name}.lora_A.weight", A)
+            add(f"{PEFT_PREFIX}{name}.lora_B.weight", B)
     for weight in (full_weights or {}).values():
-        tensors[weight.key] = weight.tensor.to(torch_dtype if weight.tensor.is_floating_point() else weight.tensor.dtype)
+        add(weight.key, weight.tensor)
     lora_biases, full_biases = _place_biases(bias_updates or {}, linear, base, embeddings=bool(merged.embeddings))
     for module in linear if lora_biases else []:  # lora_bias gives every LoRA layer a bias: zero where none changed
-        B = merged.modules[module][0]
-        tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = lora_biases.get(module, torch.zeros(B.shape[0])).to(torch_dtype)
+        rows = merged.modules[module][0].shape[0]
+        add(f"{PEFT_PREFIX}{module}.lora_B.bias", lora_biases.get(module, torch.zeros(rows)))
     for name, delta in full_biases.items():
         module = name.removesuffix(".bias")
         key = f"{PEFT_PREFIX}{module}.base_layer.bias" if module in merged.modules else f"{PEFT_PREFIX}{name}"
-        tensors[key] = (base.get(name).double() + delta).to(torch_dtype)
-    save_tensors(tensors, folder / WEIGHTS_NAME)
+        add(key, base.get(name).double() + delta)
+
+    def dtype_of(key: str) -> torch.dtype:  # floats in the output dtype; anything else as it is
+        produce_dtype = next((w.tensor.dtype for w in (full_weights or {}).values() if w.key == key), torch_dtype)
+        return torch_dtype if produce_dtype.is_floating_point else produce_dtype
+
+    plan = [(key, dtype_of(key), shape) for key, (shape, _) in sorted(tensors.items())]
+    write_streaming(folder / WEIGHTS_NAME, plan, lambda key: tensors[key][1]().to(dtype_of(key)).contiguous())
     config = adapter_config(
         merged,
         task_type=task_type,
@@ -143,16 +154,3 @@ def _place_biases(
             "lora_bias for embeddings); write a merged_model"
         )
     return lora_biases, full_biases
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``save_file``, but a failed write (disk full, quota, file size limit) raises OSError with its
-    errno, as every other write does, so callers can tell storage faults from bugs."""
-    try:
-        save_file(tensors, str(path), metadata={"format": "pt"})
-    except SafetensorError as exc:
-        found = re.search(r"os error (\d+)", str(exc))
-        if found is None:
-            raise
-        code = int(found.group(1))
-        raise OSError(code, os.strerror(code), str(path)) from None

@@ -26,8 +26,9 @@ from merge_core.errors import BaseModelError, InvalidSpecError, RankRequiredErro
 from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
-from merge_core.output import DTYPES, save_tensors, write_adapter
+from merge_core.output import DTYPES, write_adapter
 from merge_core.registry import ResolvedSpec, validate_spec
+from merge_core.safetensors_writer import save_tensors
 from merge_core.spec import AdapterRef, MergeSpec
 
 DIAGNOSTICS_NAME = "merge_diagnostics.json"
@@ -131,6 +132,7 @@ def run_merge(
         base=base,
         base_model_check=spec.base_model_check,
         on_oom=on_oom,
+        spill_dir=out_dir.parent / f".{out_dir.name}.spill-{uuid.uuid4().hex[:8]}",
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
