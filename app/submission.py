@@ -10,7 +10,7 @@ from app.errors import ApiError
 from jobs.errors import ErrorCode
 from jobs.request import MergeRequest
 from jobs.settings import Settings
-from jobs.sources import InvalidSourceError, check_base_model, check_source, destination_kind, source_kind
+from jobs.sources import check_base_model, check_source, destination_kind, source_kind
 from merge_core.registry import ResolvedSpec, validate_spec
 
 
@@ -27,10 +27,6 @@ def validate_submission(request: MergeRequest, settings: Settings) -> ResolvedSp
         check_source(ref.source, ref.revision, field=f"adapters[{i}].source", **rules)
     if request.output.base_model is not None:  # any output kind: DoRA adapters and trained biases read it too
         check_base_model(request.output.base_model, request.output.base_model_revision, **rules)
-    elif request.output.base_model_revision is not None:
-        raise InvalidSourceError(
-            "output.base_model_revision: set output.base_model (a Hub ID) too", field="output.base_model_revision"
-        )
     destination_kind(request.output.destination)
     return resolved
 

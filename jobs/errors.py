@@ -103,6 +103,12 @@ class ErrorCode(StrEnum):
     rank_mismatch = auto(), None, _JC, "a module's `lora_A` and `lora_B` disagree on the rank, or with the config's `r`"
     non_finite_values = auto(), None, _JC, "an adapter holds NaN or Inf"
     merge_diverged = auto(), None, _JC, "the method made NaN/Inf from finite adapters (its parameters); nothing saved"
+    device_out_of_memory = (
+        auto(),
+        None,
+        _JC,
+        "one module does not fit in the GPU's memory alone and `LORAMERGE_OOM_FALLBACK=fail`",
+    )
     invalid_base_model = auto(), None, _JC, "`output.base_model` is missing, unreadable, or lacks a weight the merge needs"
     destination_exists = auto(), None, _J, "the `s3://` destination prefix already holds objects"
     destination_failed = auto(), None, _J, "publishing failed (bucket missing, permission denied); nothing left behind"

@@ -28,6 +28,7 @@ from merge_core.errors import (
     NonFiniteError,
     PickleRefusedError,
     RankMismatchError,
+    ShapeMismatchError,
     SourceNotFoundError,
     UnsupportedAdapterError,
     shown,
@@ -57,7 +58,8 @@ _UNSUPPORTED_KEYS = {  # marker in a key -> what it belongs to
 }
 _REFUSED_CONFIG = {  # config key -> why its adapters do not merge
     "use_qalora": "QA-LoRA adapters (use_qalora) pool their inputs; they are not a weight update",
-    "enable_lora": "old fused-QKV LoRA (enable_lora, PEFT < 0.3); load it and save it again with a current PEFT",
+    "enable_lora": "old fused-QKV LoRA (enable_lora, from loralib or PEFT < 0.3); current PEFT cannot load it either, so "
+    "it has to be converted to per-projection lora_A/lora_B (or retrained)",
     "layer_replication": "layer_replication changes the model's structure",
     "trainable_token_indices": "trainable tokens (trainable_token_indices) are a sparse embedding update, not LoRA",
     "target_parameters": "LoRA on parameters (target_parameters, e.g. MoE experts)",
@@ -66,10 +68,36 @@ _REFUSED_CONFIG = {  # config key -> why its adapters do not merge
 FullWeightKind = Literal["modules_to_save", "saved_base_layer", "trained_bias"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class StoredTensor:
+    """A tensor left in its safetensors file until a batch of modules needs it, so a merge holds one batch
+    of factors in memory, not every adapter (checked finite when the adapter was loaded)."""
+
+    path: Path
+    key: str
+    stored_shape: tuple[int, ...]
+    transpose: bool = False  # embedding LoRA: held in the linear layout
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored_shape[::-1] if self.transpose else self.stored_shape
+
+    def load(self) -> torch.Tensor:
+        with safe_open(str(self.path), framework="pt") as fh:
+            tensor = fh.get_tensor(self.key)
+        return tensor.T.contiguous() if self.transpose else tensor
+
+
+def materialized(tensor: torch.Tensor | StoredTensor) -> torch.Tensor:
+    """The tensor itself, read from its file if it was left there."""
+    return tensor.load() if isinstance(tensor, StoredTensor) else tensor
+
+
 class LoraModule:
     """One target module of one adapter: ``ΔW = scale · B @ A`` with A ``(r, in)`` and B ``(out, r)``.
 
+    ``A`` and ``B`` are read from the adapter file each time they are asked for (``StoredTensor``) unless
+    they were given in memory: hold on to what you read only as long as you need it.
     Embedding LoRA is held in the same layout, already transposed (``B = lora_embedding_Aᵀ``,
     ``A = lora_embedding_Bᵀ``), so ``ΔW`` has the embedding weight's shape ``(num_embeddings, dim)``.
     ``magnitude`` (DoRA's ``m``, one per output row) makes the update depend on the base weight:
@@ -77,12 +105,25 @@ class LoraModule:
     layer's bias changes by ``scale · bias``.
     """
 
-    A: torch.Tensor
-    B: torch.Tensor
-    scale: float
-    embedding: bool = False
-    magnitude: torch.Tensor | None = None
-    bias: torch.Tensor | None = None
+    def __init__(
+        self,
+        A: torch.Tensor | StoredTensor,
+        B: torch.Tensor | StoredTensor,
+        scale: float,
+        embedding: bool = False,
+        magnitude: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        self._A, self._B, self.scale = A, B, scale
+        self.embedding, self.magnitude, self.bias = embedding, magnitude, bias
+
+    @property
+    def A(self) -> torch.Tensor:
+        return materialized(self._A)
+
+    @property
+    def B(self) -> torch.Tensor:
+        return materialized(self._B)
 
     @property
     def dora(self) -> bool:
@@ -90,11 +131,11 @@ class LoraModule:
 
     @property
     def rank(self) -> int:
-        return self.A.shape[0]
+        return self._A.shape[0]
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.B.shape[0], self.A.shape[1])
+        return (self._B.shape[0], self._A.shape[1])
 
 
 @dataclass
@@ -229,22 +270,26 @@ def load_adapter(
         header = read_header(weights, max_bytes=max_bytes)
         plan = _plan_keys(header, folder, config)
         _check_shapes(scales, plan, header, folder)
-        with safe_open(str(weights), framework="pt") as fh:
-            tensors = {name: fh.get_tensor(name) for name in plan.keys()}
+        factor_keys = {k for a, b, _ in plan.pairs.values() for k in (a, b)}
+        tensors = {}
+        with safe_open(str(weights), framework="pt") as fh:  # every tensor checked, one at a time
+            for key in plan.keys():
+                tensor = fh.get_tensor(key)
+                _check_finite(tensor, key, folder)
+                if key in factor_keys:  # factors stay in the file until a batch reads them
+                    tensor = StoredTensor(weights, key, tuple(header[key].shape))
+                tensors[key] = tensor
     elif (folder / PICKLE_WEIGHTS_NAME).is_file():
         tensors, plan = _load_pickle(folder, scales, config, allow_pickle)
+        for key, tensor in tensors.items():
+            _check_finite(tensor, key, folder)
     else:
         raise SourceNotFoundError(f"{folder} has no {WEIGHTS_NAME}", source=str(folder))
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise NonFiniteError(
-                f"{folder.name}: tensor {shown(key)} contains NaN or Inf", source=str(folder), tensor=key[:NAME_SHOWN]
-            )
     modules = {}
     for module, (a_key, b_key, embedding) in plan.pairs.items():
         A, B = tensors[a_key], tensors[b_key]
         if embedding:  # PEFT: ΔW = (lora_embedding_B @ lora_embedding_A)ᵀ · s, shaped like the embedding weight
-            A, B = B.T.contiguous(), A.T.contiguous()
+            A, B = _transposed(B), _transposed(A)
         magnitude = tensors[plan.magnitudes[module]] if module in plan.magnitudes else None
         bias = tensors[plan.lora_biases[module]] if module in plan.lora_biases else None
         modules[module] = LoraModule(A=A, B=B, scale=scales(module)[1], embedding=embedding, magnitude=magnitude, bias=bias)
@@ -258,6 +303,19 @@ def load_adapter(
         revision=revision or config.get("revision"),
         config=config,
     )
+
+
+def _check_finite(tensor: torch.Tensor, key: str, folder: Path) -> None:
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise NonFiniteError(
+            f"{folder.name}: tensor {shown(key)} contains NaN or Inf", source=str(folder), tensor=key[:NAME_SHOWN]
+        )
+
+
+def _transposed(tensor: torch.Tensor | StoredTensor) -> torch.Tensor | StoredTensor:
+    if isinstance(tensor, StoredTensor):
+        return StoredTensor(tensor.path, tensor.key, tensor.stored_shape, transpose=True)
+    return tensor.T.contiguous()
 
 
 def read_config(folder: Path) -> dict:
@@ -405,6 +463,19 @@ def _plan_keys(header: dict[str, TensorInfo], folder: Path, config: dict) -> _Ke
                 )
     if not plan.pairs:
         raise UnsupportedAdapterError(f"{folder.name}: no LoRA tensors found", source=str(folder))
+    linear = [m for m, (_, _, embedding) in plan.pairs.items() if not embedding]
+    if bool(config.get("use_dora")) != bool(plan.magnitudes) or (plan.magnitudes and set(linear) - set(plan.magnitudes)):
+        missing = sorted(set(linear) - set(plan.magnitudes))
+        why = (
+            f"use_dora is true but {len(missing)} linear modules have no lora_magnitude_vector, e.g. {shown(missing[0])}"
+            if config.get("use_dora") and missing
+            else "use_dora is false but the weights hold DoRA magnitude vectors (lora_magnitude_vector)"
+        )
+        raise InvalidAdapterConfigError(
+            f"{folder.name}: {why}; PEFT would run it otherwise than the weights say, so it is not merged",
+            source=str(folder),
+            field="use_dora",
+        )
     return plan
 
 
@@ -433,7 +504,12 @@ def _check_shapes(scales: ScaleRule, plan: _KeyPlan, header: dict[str, TensorInf
         width = b_shape[0]  # output features (a magnitude or a lora_B bias on an embedding is refused above)
         for extra, what in ((plan.magnitudes, "DoRA magnitude"), (plan.lora_biases, "lora_B bias")):
             if module in extra and tuple(header[extra[module]].shape) != (width,):
-                raise refuse(f"has a {what} of shape {list(header[extra[module]].shape)}, expected [{width}]")
+                raise ShapeMismatchError(
+                    f"{folder.name}: module {name} has a {what} of shape {list(header[extra[module]].shape)}, expected "
+                    f"[{width}] (one per output feature)",
+                    source=str(folder),
+                    module=module[:NAME_SHOWN],
+                )
 
 
 def _load_pickle(folder: Path, scales: ScaleRule, config: dict, allow_pickle: bool):

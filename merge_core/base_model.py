@@ -29,12 +29,32 @@ def base_weight_files(folder: Path) -> dict[str, Path]:
     return {name: path for path in files for name in read_header(path)}
 
 
+def _quantization(folder: Path) -> str | None:
+    """The quantization method a model folder's ``config.json`` declares (bitsandbytes, GPTQ, AWQ), if any."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = config.get("quantization_config") if isinstance(config, dict) else None
+    if not found:
+        return None
+    return str(found.get("quant_method", "quantization_config")) if isinstance(found, dict) else "quantization_config"
+
+
 class BaseWeights:
     """A base model folder's tensors by name: headers read once, each tensor read when asked."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.files = base_weight_files(folder)
+        quantized = _quantization(folder)
+        if quantized:
+            raise BaseModelError(
+                f"the base model {folder.name!r} is quantized ({quantized}): its packed weights are not W0; name the "
+                "unquantized model as output.base_model (base_model_check: same_shapes accepts adapters trained on "
+                "the quantized copy)",
+                base_model=str(folder),
+            )
         headers = {path: read_header(path) for path in set(self.files.values())}
         self.infos: dict[str, TensorInfo] = {name: headers[path][name] for name, path in self.files.items()}
 

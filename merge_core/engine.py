@@ -8,13 +8,17 @@ method runs on it unchanged; the result is kept dense unless ``rank`` truncates 
 
 from __future__ import annotations
 
+import shutil
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import torch
 
-from merge_core.adapters import LoraAdapter, LoraModule
+from merge_core.adapters import LoraAdapter, LoraModule, StoredTensor, materialized
 from merge_core.base_model import BaseWeights
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import (
@@ -22,6 +26,7 @@ from merge_core.errors import (
     BaseModelError,
     BaseModelMismatchError,
     BaseModelRequiredError,
+    DeviceOutOfMemoryError,
     InvalidAdapterConfigError,
     MergeCancelledError,
     MergeDivergedError,
@@ -30,9 +35,11 @@ from merge_core.errors import (
 )
 from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
 from merge_core.registry import MergeMethod, MethodParams, SeededParams
+from merge_core.safetensors_writer import save_tensors
 from merge_core.spec import BaseModelCheck
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+OomPolicy = Literal["cpu", "fail"]
 BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amortizes kernel launches
 
 
@@ -40,23 +47,45 @@ BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amo
 class MergedAdapter:
     """The merged update of every module as LoRA factors ``B (out, r)``, ``A (r, in)`` with scale 1,
     or, for a full-rank update kept exact (DoRA into a merged model), as a dense ``(out, in)`` in ``dense``.
-    ``embeddings`` names the modules that are embedding layers (their ``ΔW`` is never transposed)."""
+    ``embeddings`` names the modules that are embedding layers (their ``ΔW`` is never transposed).
 
-    modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    A merge given a ``spill_dir`` keeps each batch's result on disk there (``StoredTensor``), so memory
+    holds one batch, not the whole output; read factors with ``factors(name)``. The folder is removed
+    when this object is garbage collected (or at exit)."""
+
+    modules: dict[str, tuple[torch.Tensor | StoredTensor, torch.Tensor | StoredTensor]]
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     base_model: str | None = None
     fan_in_fan_out: bool = False
-    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    dense: dict[str, torch.Tensor | StoredTensor] = field(default_factory=dict)
     embeddings: set[str] = field(default_factory=set)
+    spill_dir: Path | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            weakref.finalize(self, shutil.rmtree, self.spill_dir, True)
 
     def names(self) -> list[str]:
         return sorted(set(self.modules) | set(self.dense))
 
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        B, A = self.modules[name]
+        return materialized(B), materialized(A)
+
     def delta(self, name: str) -> torch.Tensor:
         if name in self.dense:
-            return self.dense[name].double()
-        B, A = self.modules[name]
+            return materialized(self.dense[name]).double()
+        B, A = self.factors(name)
         return B.double() @ A.double()
+
+    def weight_shape(self, name: str) -> tuple[int, int]:
+        """The shape of ``weight_delta(name)``, without computing it."""
+        if name in self.dense:
+            out, inp = self.dense[name].shape
+        else:
+            out, inp = self.modules[name][0].shape[0], self.modules[name][1].shape[1]
+        return (inp, out) if self.fan_in_fan_out and name not in self.embeddings else (out, inp)
 
     def weight_delta(self, name: str) -> torch.Tensor:
         """``ΔW`` in the base weight's own layout: transposed for GPT-2's ``Conv1D`` (fan_in_fan_out)."""
@@ -107,7 +136,9 @@ def check_compatible(adapters: Sequence[LoraAdapter], base_model_check: BaseMode
 
 def check_against_base(adapters: Sequence[LoraAdapter], base: BaseWeights) -> None:
     """Every adapter module has a base weight of its shape (an adapter's own saved copy of the layer
-    counts instead, e.g. embeddings resized for new tokens)."""
+    counts instead, e.g. embeddings resized for new tokens), and every whole tensor an adapter carries
+    fits the base's: same dimensions, only the first (labels of a head, rows of a resized vocabulary)
+    may differ; a trained bias must match exactly."""
     for adapter in adapters:
         for name, module in adapter.modules.items():
             key = f"{name}.weight"
@@ -127,6 +158,17 @@ def check_against_base(adapters: Sequence[LoraAdapter], base: BaseWeights) -> No
                     f"module {shown(name)} of {adapter.source} updates a {list(expected)} weight, but the base model's "
                     f"is {list(shape)}",
                     module=name[:NAME_SHOWN],
+                )
+        for name, full in adapter.full_weights.items():
+            if name not in base:
+                continue  # a head the base does not have (a classifier on a causal LM's body)
+            have, want = tuple(full.tensor.shape), base.shape(name)
+            fits = have == want or (full.kind != "trained_bias" and len(have) == len(want) and have[1:] == want[1:])
+            if not fits:
+                raise ShapeMismatchError(
+                    f"{adapter.source} carries {shown(name)} as {list(have)}, which does not fit the base model's "
+                    f"{list(want)} (only the first dimension, a head's labels or a vocabulary's rows, may differ)",
+                    tensor=name[:NAME_SHOWN],
                 )
 
 
@@ -153,6 +195,8 @@ def merge_adapters(
     base: BaseWeights | None = None,
     base_model_check: BaseModelCheck = "strict",
     output_kind: str = "adapter",
+    on_oom: OomPolicy = "cpu",
+    spill_dir: Path | None = None,
 ) -> MergedAdapter:
     """Merge ``adapters`` module by module, batching modules of the same shape.
 
@@ -170,6 +214,9 @@ def merge_adapters(
         base: the base model's weights; needed for DoRA modules, and checked against every module's shape.
         base_model_check: ``strict`` refuses adapters whose base model names differ; ``same_shapes`` does not.
         output_kind: ``merged_model`` lets a dense method run without ``rank``.
+        on_oom: a batch that runs the device out of memory is split in halves and retried; a single module
+            that still does not fit runs on the CPU (``"cpu"``) or raises DeviceOutOfMemoryError (``"fail"``).
+        spill_dir: keep each batch's result in files there instead of memory (``MergedAdapter``).
 
     Raises:
         RankRequiredError: a dense method without ``rank`` for an adapter.
@@ -199,6 +246,7 @@ def merge_adapters(
         base_model=adapters[0].base_model,
         fan_in_fan_out=adapters[0].fan_in_fan_out,
         embeddings={n for a in adapters for n, m in a.modules.items() if m.embedding},
+        spill_dir=spill_dir,
     )
     done = 0
 
@@ -218,17 +266,51 @@ def merge_adapters(
 
     if method.prepass is not None:
         params = method.prepass(params, scan)
-    for names, members in batches:
-        cancel_point("")
-        batch = _build_batch(adapters, weights, names, members, device, dtype, seed, base)
+
+    def run(names: list[str], members, on: torch.device) -> None:
+        batch = _build_batch(adapters, weights, names, members, on, dtype, seed, base)
         batch.checkpoint = checkpoint
         out = method.kernel(batch, params)
         _check_finite(out, names, method.name)
         _collect(result, names, out, rank, seed, keep_dense=any(dora for _, dora in members))
+
+    for names, members in batches:
+        cancel_point("")
+        run_guarded(lambda part, on, members=members: run(part, members, on), names, device, on_oom)
         done += len(names)
         if progress is not None:
             progress("merge", done, total)
     return result
+
+
+def run_guarded(
+    run: Callable[[list[str], torch.device], None], names: list[str], device: torch.device, on_oom: OomPolicy
+) -> None:
+    """``run(names, device)``, splitting the batch in halves when the device runs out of memory; a single
+    module that still does not fit runs on the CPU (``on_oom="cpu"``) or fails as ``device_out_of_memory``."""
+    try:
+        run(names, device)
+        return
+    except torch.OutOfMemoryError:
+        _release(device)
+    if len(names) > 1:
+        half = len(names) // 2
+        run_guarded(run, names[:half], device, on_oom)
+        run_guarded(run, names[half:], device, on_oom)
+    elif on_oom == "cpu" and device.type != "cpu":
+        run(names, torch.device("cpu"))
+    else:
+        raise DeviceOutOfMemoryError(
+            f"module {shown(names[0])} alone does not fit in the memory of {device}; free the device, use one with "
+            "more memory, or let the worker fall back to the CPU (LORAMERGE_OOM_FALLBACK=cpu)",
+            device=str(device),
+            module=names[0][:NAME_SHOWN],
+        )
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[tuple[int, bool]]]]:
@@ -298,26 +380,39 @@ def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
 
 def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int, *, keep_dense: bool) -> None:
     diagnostics = {k: v.detach().double().cpu().tolist() for k, v in out.diagnostics.items()}
+    for j, name in enumerate(names):
+        result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
     if out.dense is not None and rank is not None:
         n, rows, cols = out.dense.shape
         total_sq = out.dense.double().square().sum((-1, -2))
         U, S, Vh = randomized_svd(out.dense, min(rank, rows, cols), seed=seed)
         B, A, error = truncate(U, S, Vh, rank, total_sq=total_sq)
-        diagnostics["compression_error"] = error.double().cpu().tolist()
     elif rank is not None:
         B, A, error = truncate(*svd_from_factors(out.B, out.A), rank)
-        diagnostics["compression_error"] = error.double().cpu().tolist()
     elif keep_dense or out.dense is not None:  # exact full rank (DoRA; a dense method into a merged_model)
-        for j, name in enumerate(names):
-            result.dense[name] = (out.dense[j] if out.dense is not None else out.B[j].double() @ out.A[j].double()).cpu()
-            result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
+        dense = (out.dense if out.dense is not None else out.B.double() @ out.A.double()).cpu()
+        for name, kept in zip(names, _keep(result, names, {"dense": dense})):
+            result.dense[name] = kept["dense"]
         return
     else:
-        B, A = balance(out.B, out.A)
-    B, A = B.cpu(), A.cpu()
-    for j, name in enumerate(names):
-        result.modules[name] = (B[j], A[j])
-        result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
+        B, A, error = *balance(out.B, out.A), None
+    if error is not None:
+        for j, name in enumerate(names):
+            result.diagnostics[name]["compression_error"] = float(error[j])
+    for name, kept in zip(names, _keep(result, names, {"B": B.cpu(), "A": A.cpu()})):
+        result.modules[name] = (kept["B"], kept["A"])
+
+
+def _keep(result: MergedAdapter, names: list[str], stacked: dict[str, torch.Tensor]) -> list[dict]:
+    """Per module of a batch, ``{part: its slice}``: in memory, or references into one spill file
+    written for the whole batch (``StoredTensor``) when the merge spills."""
+    if result.spill_dir is None:
+        return [{part: t[j] for part, t in stacked.items()} for j in range(len(names))]
+    path = result.spill_dir / f"batch-{sum(1 for _ in result.spill_dir.iterdir()):06d}.safetensors"
+    save_tensors({f"{part}.{j}": t[j].contiguous() for part, t in stacked.items() for j in range(len(names))}, path)
+    return [
+        {part: StoredTensor(path, f"{part}.{j}", tuple(t[j].shape)) for part, t in stacked.items()} for j in range(len(names))
+    ]
 
 
 def balance(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

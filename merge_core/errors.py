@@ -151,6 +151,12 @@ class BaseModelError(MergeError, ValueError):
     code = "invalid_base_model"
 
 
+class DeviceOutOfMemoryError(MergeError):
+    """One module's merge does not fit in the device's memory, even alone, and the CPU fallback is off."""
+
+    code = "device_out_of_memory"
+
+
 class MergeCancelledError(MergeError):
     """Raised at a module boundary, or every few steps inside a long kernel (``ModuleBatch.checkpoint``),
     when the caller asked to stop; no partial output is left."""

@@ -48,7 +48,8 @@ def plan_full_weights(adapters: Sequence[LoraAdapter], policy: FullWeightsPolicy
         kind = _KIND_SHOWN[first.kind]
         same = all(w.tensor.shape == first.tensor.shape and torch.equal(w.tensor, first.tensor) for _, w in carriers[1:])
         outcome = "identical: passed through once" if len(carriers) > 1 else "one adapter carries it: passed through"
-        if same:
+        own_copy = policy == "per_adapter" and first.kind == "modules_to_save" and len(carriers) == 1  # one task's head
+        if same and not own_copy:
             plan.shared[name] = first
         elif policy == "error":
             raise FullWeightsConflictError(
@@ -77,7 +78,8 @@ def plan_full_weights(adapters: Sequence[LoraAdapter], policy: FullWeightsPolicy
         else:
             for i, weight in carriers:
                 plan.per_adapter.setdefault(i, {})[name] = weight
-            outcome = f"differ: each adapter's own kept beside the body (per_adapter/{{i}}/ for {[i for i, _ in carriers]})"
+            folders = ", ".join(f"per_adapter/{i}/" for i, _ in carriers)
+            outcome = f"each adapter's own kept beside the body ({folders})"
         plan.decisions.append({"tensor": name, "kind": first.kind, "adapters": [i for i, _ in carriers], "outcome": outcome})
     return plan
 

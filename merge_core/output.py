@@ -5,18 +5,17 @@ carries LoRA, and full tensors (kept full weights, other merged biases) under PE
 from __future__ import annotations
 
 import json
-import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME, FullWeight
+from merge_core.adapters import CONFIG_NAME, PEFT_PREFIX, WEIGHTS_NAME, FullWeight, materialized
 from merge_core.base_model import BaseWeights
 from merge_core.engine import MergedAdapter
-from merge_core.errors import BaseModelRequiredError, InvalidSpecError
+from merge_core.errors import BaseModelRequiredError, BiasNotMergeableError, InvalidSpecError
+from merge_core.safetensors_writer import write_streaming
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -87,33 +86,37 @@ def write_adapter(
         )
     folder.mkdir(parents=True, exist_ok=True)
     torch_dtype = DTYPES[dtype]
-    tensors, linear = {}, [n for n in merged.modules if n not in merged.embeddings]
+    tensors: dict[str, tuple[tuple[int, ...], Callable[[], torch.Tensor]]] = {}  # key -> (shape, produce)
+
+    def add(key: str, tensor, transpose: bool = False) -> None:
+        shape = tuple(tensor.shape)[::-1] if transpose else tuple(tensor.shape)
+        tensors[key] = (shape, lambda: materialized(tensor).T if transpose else materialized(tensor))
+
+    linear = [n for n in merged.modules if n not in merged.embeddings]
     for name, (B, A) in merged.modules.items():
         if name in merged.embeddings:  # PEFT's layout: ΔW = (lora_embedding_B @ lora_embedding_A)ᵀ
-            tensors[f"{PEFT_PREFIX}{name}.lora_embedding_A"] = B.T.to(torch_dtype).contiguous()
-            tensors[f"{PEFT_PREFIX}{name}.lora_embedding_B"] = A.T.to(torch_dtype).contiguous()
+            add(f"{PEFT_PREFIX}{name}.lora_embedding_A", B, transpose=True)
+            add(f"{PEFT_PREFIX}{name}.lora_embedding_B", A, transpose=True)
         else:
-            tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A.to(torch_dtype).contiguous()
-            tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.to(torch_dtype).contiguous()
+            add(f"{PEFT_PREFIX}{name}.lora_A.weight", A)
+            add(f"{PEFT_PREFIX}{name}.lora_B.weight", B)
     for weight in (full_weights or {}).values():
-        tensors[weight.key] = weight.tensor.to(torch_dtype if weight.tensor.is_floating_point() else weight.tensor.dtype)
-    lora_biases = {n.removesuffix(".bias"): d for n, d in (bias_updates or {}).items() if n.removesuffix(".bias") in linear}
-    full_biases = {n: d for n, d in (bias_updates or {}).items() if n.removesuffix(".bias") not in lora_biases}
-    if lora_biases and len(linear) < len(merged.modules):  # PEFT has no lora_bias for embedding layers
-        full_biases, lora_biases = dict(bias_updates), {}
+        add(weight.key, weight.tensor)
+    lora_biases, full_biases = _place_biases(bias_updates or {}, linear, base, embeddings=bool(merged.embeddings))
     for module in linear if lora_biases else []:  # lora_bias gives every LoRA layer a bias: zero where none changed
-        B = merged.modules[module][0]
-        tensors[f"{PEFT_PREFIX}{module}.lora_B.bias"] = lora_biases.get(module, torch.zeros(B.shape[0])).to(torch_dtype)
+        rows = merged.modules[module][0].shape[0]
+        add(f"{PEFT_PREFIX}{module}.lora_B.bias", lora_biases.get(module, torch.zeros(rows)))
     for name, delta in full_biases.items():
-        if base is None:
-            raise BaseModelRequiredError(
-                f"the merged bias {name!r} sits outside a linear LoRA layer, so the adapter must hold it whole (b0 + Δb): "
-                "set output.base_model"
-            )
         module = name.removesuffix(".bias")
         key = f"{PEFT_PREFIX}{module}.base_layer.bias" if module in merged.modules else f"{PEFT_PREFIX}{name}"
-        tensors[key] = (base.get(name).double() + delta).to(torch_dtype)
-    save_tensors(tensors, folder / WEIGHTS_NAME)
+        add(key, base.get(name).double() + delta)
+
+    def dtype_of(key: str) -> torch.dtype:  # floats in the output dtype; anything else as it is
+        produce_dtype = next((w.tensor.dtype for w in (full_weights or {}).values() if w.key == key), torch_dtype)
+        return torch_dtype if produce_dtype.is_floating_point else produce_dtype
+
+    plan = [(key, dtype_of(key), shape) for key, (shape, _) in sorted(tensors.items())]
+    write_streaming(folder / WEIGHTS_NAME, plan, lambda key: tensors[key][1]().to(dtype_of(key)).contiguous())
     config = adapter_config(
         merged,
         task_type=task_type,
@@ -125,14 +128,29 @@ def write_adapter(
     return [WEIGHTS_NAME, CONFIG_NAME]
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``save_file``, but a failed write (disk full, quota, file size limit) raises OSError with its
-    errno, as every other write does, so callers can tell storage faults from bugs."""
-    try:
-        save_file(tensors, str(path), metadata={"format": "pt"})
-    except SafetensorError as exc:
-        found = re.search(r"os error (\d+)", str(exc))
-        if found is None:
-            raise
-        code = int(found.group(1))
-        raise OSError(code, os.strerror(code), str(path)) from None
+def _place_biases(
+    updates: dict[str, torch.Tensor], linear: list[str], base: BaseWeights | None, *, embeddings: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Where each merged bias goes: whole (``b0 + Δb``, a plain base bias that PEFT loads and merges like any
+    other) wherever the base has that bias; as ``lora_B.bias`` (``lora_bias``) only where it has none, or
+    when no base was given. Returns ``(module -> Δb for lora_B.bias, parameter -> Δb to write whole)``."""
+    lora_biases, full_biases = {}, {}
+    for name, delta in updates.items():
+        module = name.removesuffix(".bias")
+        if base is not None and name in base:
+            full_biases[name] = delta
+        elif module in linear:
+            lora_biases[module] = delta
+        elif base is None:
+            raise BaseModelRequiredError(
+                f"the merged bias {name!r} sits outside a linear LoRA layer, so the adapter must hold it whole (b0 + Δb): "
+                "set output.base_model"
+            )
+        else:
+            raise BiasNotMergeableError(f"the merged bias {name!r} has no layer to go to: the base model has no such bias")
+    if lora_biases and embeddings:
+        raise BiasNotMergeableError(
+            "lora_bias on layers without a base bias cannot sit beside embedding LoRA in one PEFT adapter (PEFT has no "
+            "lora_bias for embeddings); write a merged_model"
+        )
+    return lora_biases, full_biases

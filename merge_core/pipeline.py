@@ -21,13 +21,14 @@ import torch
 
 from merge_core.adapters import LoraAdapter, load_adapter
 from merge_core.base_model import BaseWeights
-from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, Progress, check_compatible, merge_adapters
-from merge_core.errors import InvalidSpecError, RankRequiredError, SourceNotFoundError
+from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, OomPolicy, Progress, check_compatible, merge_adapters
+from merge_core.errors import BaseModelError, InvalidSpecError, RankRequiredError, SourceNotFoundError
 from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
-from merge_core.output import DTYPES, save_tensors, write_adapter
+from merge_core.output import DTYPES, write_adapter
 from merge_core.registry import ResolvedSpec, validate_spec
+from merge_core.safetensors_writer import save_tensors
 from merge_core.spec import AdapterRef, MergeSpec
 
 DIAGNOSTICS_NAME = "merge_diagnostics.json"
@@ -77,6 +78,7 @@ def run_merge(
     should_cancel: Callable[[], bool] | None = None,
     base_model_dir: Path | None = None,
     batch_elements: int = BATCH_ELEMENTS,
+    on_oom: OomPolicy = "cpu",
 ) -> MergeOutcome:
     """Merge ``spec.adapters`` into ``out_dir`` (created all at once, or not at all).
 
@@ -89,6 +91,7 @@ def run_merge(
         progress, should_cancel: called at every batch and inside long kernels; a True from
             ``should_cancel`` raises MergeCancelledError.
         batch_elements: largest batch of same-shaped modules, in factor elements (memory per batch).
+        on_oom: what a module does that does not fit in the device's memory alone (``merge_adapters``).
 
     Raises:
         MergeError: any of merge_core.errors (bad spec, adapter, source, or a diverging merge).
@@ -129,12 +132,20 @@ def run_merge(
         base=base,
         base_model_check=spec.base_model_check,
         output_kind=spec.output.kind,
+        on_oom=on_oom,
+        spill_dir=out_dir.parent / f".{out_dir.name}.spill-{uuid.uuid4().hex[:8]}",
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         files = _write(spec, merged, adapters, full, biases, base, tmp, progress)
         card = render_model_card(
-            spec, merged, sources, elapsed_s=time.monotonic() - started, full_weights=full.decisions, biases=sorted(biases)
+            spec,
+            merged,
+            sources,
+            elapsed_s=time.monotonic() - started,
+            full_weights=full.decisions,
+            biases=sorted(biases),
+            dora_modules=sum(m.dora for a in adapters for m in a.modules.values()),
         )
         (tmp / "README.md").write_text(card)
         diagnostics = {"summary": merged.summary(), "modules": merged.diagnostics, "full_weights": full.decisions}
@@ -151,8 +162,25 @@ def run_merge(
 
 
 def _base_weights(spec: MergeSpec, base_model_dir: Path | None) -> BaseWeights | None:
-    folder = base_model_dir or (Path(spec.output.base_model).expanduser() if spec.output.base_model else None)
-    return BaseWeights(folder) if folder is not None else None
+    """The base model's weights: the folder the caller staged (the service), or ``output.base_model`` read as
+    a folder (the CLI, the Python API), which has no revision to pin."""
+    if base_model_dir is not None:
+        return BaseWeights(base_model_dir)
+    if spec.output.base_model is None:
+        return None
+    if spec.output.base_model_revision is not None:
+        raise InvalidSpecError(
+            "output.base_model_revision pins a Hub base model, which the service fetches; here output.base_model is "
+            "read as a local folder, which has no revision: drop output.base_model_revision",
+            field="output.base_model_revision",
+        )
+    folder = Path(spec.output.base_model).expanduser()
+    if not folder.is_dir():
+        hint = " (Hub IDs are fetched by the service, not the CLI)" if not folder.is_absolute() else ""
+        raise BaseModelError(
+            f"base model folder {spec.output.base_model!r} does not exist{hint}", base_model=spec.output.base_model
+        )
+    return BaseWeights(folder)
 
 
 def _check_dora_output(adapters: Sequence[LoraAdapter], spec: MergeSpec) -> None:
@@ -183,6 +211,7 @@ def _write(
             progress=progress,
             full_weights={name: w.tensor for name, w in full.shared.items()},
             bias_updates=biases,
+            leave_out={name for own in full.per_adapter.values() for name in own},
         )
         for i, own in full.per_adapter.items():  # each adapter's own tensors, plus the merged update where one applies
             tensors = {name: _with_update(merged, name, w.tensor).to(DTYPES[spec.output.dtype]) for name, w in own.items()}

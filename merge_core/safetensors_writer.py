@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 TORCH_TO_ST = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
@@ -38,3 +42,16 @@ def write_streaming(
             if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
                 raise RuntimeError(f"{name}: produced {tensor.dtype}{list(tensor.shape)}, planned {dtype}{list(shape)}")
             fh.write(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file``, but a failed write (disk full, quota, file size limit) raises OSError with its
+    errno, as every other write does, so callers can tell storage faults from bugs."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None

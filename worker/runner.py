@@ -139,6 +139,7 @@ class JobRunner:
                 should_cancel=attempt.should_cancel,
                 base_model_dir=base_model_dir,
                 batch_elements=self.settings.merge_batch_elements,
+                on_oom=self.settings.oom_fallback,
             )
         attempt.before_publish()
         published = publish(

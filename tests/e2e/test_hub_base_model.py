@@ -126,7 +126,7 @@ def test_unusable_hub_base_models_fail_with_invalid_base_model(stack, alice, bas
          "output.base_model_revision: revision 'v1\\n' is not a branch"),
         ({"kind": "merged_model", "base_model": "s3://bucket/base"}, "invalid_source", "s3:// is not supported"),
         ({"base_model": "/etc"}, "local_path_not_allowed", "output.base_model: '/etc' is outside the allowed local roots"),
-        ({"base_model_revision": "main"}, "invalid_source", "output.base_model_revision: set output.base_model"),
+        ({"base_model_revision": "main"}, "invalid_request", "output.base_model_revision needs output.base_model"),
     ],
 )  # fmt: skip
 def test_base_model_strings_are_checked_at_submission(stack, alice, base_repo, output, code, expected):

@@ -151,9 +151,9 @@ def _tensors(extra=None, drop=None, a_rank=4, b_rank=4, value=None):
         (_tensors(drop=[f"base_model.model.{Q}.lora_B.weight"]), errors.RankMismatchError),
         (_tensors(value=float("nan")), errors.NonFiniteError),
         (_tensors(value=float("inf")), errors.NonFiniteError),
-        (_tensors(extra={f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(23)}), errors.RankMismatchError),
+        (_tensors(extra={f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(23)}), errors.ShapeMismatchError),
         (_tensors(extra={"base_model.model.other.lora_magnitude_vector": torch.ones(24)}), errors.RankMismatchError),
-        (_tensors(extra={f"base_model.model.{Q}.lora_B.bias": torch.ones(3)}), errors.RankMismatchError),
+        (_tensors(extra={f"base_model.model.{Q}.lora_B.bias": torch.ones(3)}), errors.ShapeMismatchError),
         (_tensors(extra={"base_model.model.embed.lora_embedding_A": torch.ones(4, 9)}), errors.RankMismatchError),
         (
             _tensors(
@@ -183,9 +183,18 @@ def _tensors(extra=None, drop=None, a_rank=4, b_rank=4, value=None):
     ],
 )
 def test_tensor_errors(tmp_path, tensors, error):
+    dora = {"use_dora": any("lora_magnitude_vector" in key for key in tensors)}
     with pytest.raises(error) as exc:
-        load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors))
+        load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors, config=dora))
     assert exc.value.code == error.code and exc.value.message
+
+
+@pytest.mark.parametrize("use_dora", [True, False])
+def test_a_dora_flag_that_disagrees_with_the_weights_is_refused(tmp_path, use_dora):
+    extra = {} if use_dora else {f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(24)}
+    with pytest.raises(errors.InvalidAdapterConfigError, match="use_dora") as exc:
+        load_adapter(write_adapter_folder(tmp_path / "a", tensors=_tensors(extra=extra), config={"use_dora": use_dora}))
+    assert exc.value.details["field"] == "use_dora"
 
 
 def test_what_peft_saves_beside_the_factors_is_kept_for_what_it_is(tmp_path):
@@ -201,7 +210,7 @@ def test_what_peft_saves_beside_the_factors_is_kept_for_what_it_is(tmp_path):
             "base_model.model.body.dense.bias": torch.randn(16),
         }
     )
-    config = {"modules_to_save": ["score"], "bias": "all"}
+    config = {"modules_to_save": ["score"], "bias": "all", "use_dora": True}
     adapter = load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors, config=config))
     q, embed = adapter.modules[Q], adapter.modules["embed"]
     assert q.dora and torch.equal(q.bias, torch.full((24,), 2.0)) and not q.embedding

@@ -217,5 +217,5 @@ def test_a_dense_merge_into_a_model_end_to_end(tmp_path):
     written = load_file(str(tmp_path / "out" / "model.safetensors"))
     original = load_file(str(base / "model.safetensors"))
     for name in outcome.merged.dense:
-        expected = (original[f"{name}.weight"].double() + outcome.merged.dense[name]).float()
+        expected = (original[f"{name}.weight"].double() + outcome.merged.delta(name)).float()
         assert torch.equal(written[f"{name}.weight"], expected)

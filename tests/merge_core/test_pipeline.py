@@ -58,12 +58,38 @@ def test_a_failed_safetensors_write_is_an_oserror_with_its_errno(tmp_path, monke
     import torch
     from safetensors import SafetensorError
 
-    from merge_core import output
+    from merge_core import safetensors_writer
 
     def full_disk(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(output, "save_file", full_disk)
+    monkeypatch.setattr(safetensors_writer, "save_file", full_disk)
     with pytest.raises(OSError) as raised:
-        output.save_tensors({"x": torch.zeros(4)}, tmp_path / "w.safetensors")
+        safetensors_writer.save_tensors({"x": torch.zeros(4)}, tmp_path / "w.safetensors")
     assert raised.value.errno == errno.ENOSPC
+
+
+def test_the_merged_output_waits_on_disk_not_in_memory_and_goes_with_the_outcome(tmp_path):
+    import gc
+
+    import torch
+
+    from merge_core.adapters import StoredTensor, load_adapter
+    from merge_core.engine import merge_adapters
+    from merge_core.registry import get_method
+
+    folders = [write_adapter_folder(tmp_path / "a", seed=1), write_adapter_folder(tmp_path / "b", seed=2, rank=2)]
+    spec = parse_spec({"method": "task_arithmetic", "adapters": [{"source": str(f)} for f in folders]})
+    outcome = run_merge(spec, tmp_path / "out")
+    name = outcome.merged.names()[0]
+    B, A = outcome.merged.modules[name]
+    assert isinstance(B, StoredTensor) and isinstance(A, StoredTensor)  # a batch's result is written, not kept
+    spill = B.path.parent
+    assert spill.parent == tmp_path and spill.name.startswith(".out.spill-")
+    method = get_method("task_arithmetic")
+    in_memory = merge_adapters([load_adapter(f) for f in folders], method, method.parse_params({}))
+    torch.testing.assert_close(outcome.merged.delta(name), in_memory.delta(name))
+    del outcome, B, A
+    gc.collect()
+    assert not spill.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]
