@@ -73,11 +73,12 @@ class MergedAdapter:
         B, A = self.modules[name]
         return materialized(B), materialized(A)
 
-    def delta(self, name: str) -> torch.Tensor:
+    def delta(self, name: str, *, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``ΔW`` of one module, formed on ``device`` (CPU by default) in ``dtype`` (float64 by default)."""
         if name in self.dense:
-            return materialized(self.dense[name]).double()
+            return materialized(self.dense[name]).to(device=device, dtype=dtype)
         B, A = self.factors(name)
-        return B.double() @ A.double()
+        return B.to(device=device, dtype=dtype) @ A.to(device=device, dtype=dtype)
 
     def weight_shape(self, name: str) -> tuple[int, int]:
         """The shape of ``weight_delta(name)``, without computing it."""
@@ -87,9 +88,9 @@ class MergedAdapter:
             out, inp = self.modules[name][0].shape[0], self.modules[name][1].shape[1]
         return (inp, out) if self.fan_in_fan_out and name not in self.embeddings else (out, inp)
 
-    def weight_delta(self, name: str) -> torch.Tensor:
+    def weight_delta(self, name: str, **where) -> torch.Tensor:
         """``ΔW`` in the base weight's own layout: transposed for GPT-2's ``Conv1D`` (fan_in_fan_out)."""
-        delta = self.delta(name)
+        delta = self.delta(name, **where)
         return delta.T if self.fan_in_fan_out and name not in self.embeddings else delta
 
     def summary(self) -> dict[str, float]:

@@ -31,6 +31,7 @@ def write_merged_model(
     full_weights: dict[str, torch.Tensor] | None = None,
     bias_updates: dict[str, torch.Tensor] | None = None,
     leave_out: set[str] | frozenset[str] = frozenset(),
+    device: str | torch.device | None = None,
 ) -> list[str]:
     """Write ``W0 + ΔW`` for every merged module, and the base's other tensors unchanged, as (sharded)
     safetensors in ``out_folder``, one tensor in memory at a time; copy the base's config files.
@@ -46,6 +47,7 @@ def write_merged_model(
             or added where the base has none (a classification head on a causal LM's body).
         bias_updates: ``parameter name -> Δb`` added to the base's bias.
         leave_out: base tensors not to write (heads that each adapter keeps beside the model instead).
+        device: where ``W0 + ΔW`` is formed, one tensor at a time (float64 on the CPU, float32 on a GPU).
 
     ``config.json`` follows the tensors written: ``vocab_size`` when the embeddings changed size, the
     label count (``id2label``) when a classification head did, ``tie_word_embeddings: false`` when the
@@ -91,12 +93,20 @@ def write_merged_model(
     out_folder.mkdir(parents=True, exist_ok=True)
     written, done = [], 0
 
+    # W0 + ΔW: in float64 on the CPU; on a GPU in float32 (the accumulation), then the output dtype
+    on = torch.device(device) if device is not None else torch.device("cpu")
+    accumulate = torch.float64 if on.type == "cpu" else torch.float32
+
     def produce(name: str) -> torch.Tensor:
         nonlocal done
         tensor = replaced[name] if name in replaced else base.get(name)
         if name in targets or name in biases:
-            delta = merged.weight_delta(targets[name]) if name in targets else biases[name]
-            tensor = (tensor.double() + delta).to(out_dtype)
+            delta = (
+                merged.weight_delta(targets[name], device=on, dtype=accumulate)
+                if name in targets
+                else biases[name].to(on, accumulate)
+            )
+            tensor = (tensor.to(on, accumulate) + delta).to(out_dtype).cpu()
         elif tensor.is_floating_point():
             tensor = tensor.to(out_dtype)
         done += 1

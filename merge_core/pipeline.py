@@ -21,7 +21,15 @@ import torch
 
 from merge_core.adapters import LoraAdapter, load_adapter
 from merge_core.base_model import BaseWeights
-from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, OomPolicy, Progress, check_compatible, merge_adapters
+from merge_core.engine import (
+    BATCH_ELEMENTS,
+    MergedAdapter,
+    OomPolicy,
+    Progress,
+    check_compatible,
+    merge_adapters,
+    resolve_device,
+)
 from merge_core.errors import BaseModelError, InvalidSpecError, RankRequiredError, SourceNotFoundError
 from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
@@ -137,7 +145,7 @@ def run_merge(
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        files = _write(spec, merged, adapters, full, biases, base, tmp, progress)
+        files = _write(spec, merged, adapters, full, biases, base, tmp, progress, resolve_device(device))
         card = render_model_card(
             spec,
             merged,
@@ -201,6 +209,7 @@ def _write(
     base: BaseWeights | None,
     folder: Path,
     progress: Progress | None,
+    device: torch.device,
 ) -> list[str]:
     if spec.output.kind == "merged_model":
         files = write_merged_model(
@@ -212,6 +221,7 @@ def _write(
             full_weights={name: w.tensor for name, w in full.shared.items()},
             bias_updates=biases,
             leave_out={name for own in full.per_adapter.values() for name in own},
+            device=device,
         )
         for i, own in full.per_adapter.items():  # each adapter's own tensors, plus the merged update where one applies
             tensors = {name: _with_update(merged, name, w.tensor).to(DTYPES[spec.output.dtype]) for name, w in own.items()}

@@ -42,26 +42,38 @@ def rel(x, y):
     return float((x - y).norm() / y.norm())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("method_name", sorted(IDENTITY_PARAMS))
+def test_the_device_does_not_change_the_result(method_name):
+    """Seeded masks (DARE) are drawn on the CPU, so every method gives the CPU's result on a GPU too."""
+    adapters = [memory_adapter(SHAPES, rank=4, seed=1), memory_adapter(SHAPES, rank=2, seed=2)]
+    params = {"seed": 3} if "seed" in get_method(method_name).params_model.model_fields else {}
+    on_cpu, on_gpu = (run(method_name, adapters, params, device=d) for d in ("cpu", "cuda"))
+    for name in SHAPES:
+        assert rel(on_gpu.delta(name), on_cpu.delta(name)) < 1e-9, name
+
+
 def test_identity_table_covers_every_method():
     assert set(IDENTITY_PARAMS) == {m.name for m in list_methods()}
 
 
 @pytest.mark.parametrize("method_name", sorted(IDENTITY_PARAMS))
-def test_one_adapter_with_weight_one_returns_itself(method_name):
+def test_one_adapter_with_weight_one_returns_itself(method_name, device):
     adapter = memory_adapter(SHAPES, rank=4, seed=1, scale=2.0)
-    merged = run(method_name, [adapter], IDENTITY_PARAMS[method_name])
+    merged = run(method_name, [adapter], IDENTITY_PARAMS[method_name], device=device)
     for name in SHAPES:
         assert rel(merged.delta(name), dense_updates([adapter], name)[0]) < 1e-6, name
 
 
 @pytest.mark.parametrize("method_name", sorted(IDENTITY_PARAMS))
-def test_adapters_with_different_ranks_and_modules(method_name):
+def test_adapters_with_different_ranks_and_modules(method_name, device):
     adapters = [
         memory_adapter(SHAPES, rank=2, seed=1),
         memory_adapter(SHAPES, rank=8, seed=2, scale=0.5),
         memory_adapter({"a.q": SHAPES["a.q"]}, rank=4, seed=3, scale=3.0),
     ]
-    merged = run(method_name, adapters)
+    merged = run(method_name, adapters, device=device)
     assert set(merged.modules) == set(SHAPES)
     for name, (out, inp) in SHAPES.items():
         B, A = merged.modules[name]
