@@ -23,8 +23,11 @@ def _serve(args: argparse.Namespace) -> int:
     from jobs.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.secrets import TokenBox
+
     try:
         settings = Settings()
+        TokenBox.from_settings(settings)  # creates secret.key (0600) or refuses one others can read
     except ValueError as exc:
         print(f"error [{ErrorCode.invalid_settings}]: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ in the data dir with mode 0600 and shared by the API and its worker through that
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -36,7 +37,8 @@ class TokenBox:
 
 
 def _key_file(path: Path) -> bytes:
-    """Create the key once; concurrent starters all end up reading the same file (link is atomic)."""
+    """Create the key once, readable by its owner only; concurrent starters all end up reading the same
+    file (link is atomic). A key file others may read is refused: it decrypts every stored token."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -49,4 +51,14 @@ def _key_file(path: Path) -> bytes:
             pass
         finally:
             tmp.unlink()
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileExposedError(
+            f"{path} may be read by other users (mode {stat.S_IMODE(mode):o}); it decrypts the stored Hub tokens: "
+            f"chmod 600 {path} (and replace the key if others may have read it)"
+        )
     return path.read_bytes().strip()
+
+
+class KeyFileExposedError(ValueError):
+    """``secret.key`` is readable by group or others."""

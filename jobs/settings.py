@@ -7,6 +7,7 @@ strings in the environment (``LORAMERGE_LOCAL_ROOTS=/data/adapters,/mnt/loras``)
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,13 +17,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 GiB = 1024**3
 
 
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/loramerge``, else ``~/.local/share/loramerge`` (the XDG base directory rule)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "loramerge"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LORAMERGE_", extra="ignore")
 
     redis_url: str | None = Field(
         default=None, description="External Redis (redis://, rediss://, unix://). Unset: `loramerge serve` starts its own."
     )
-    data_dir: Path = Field(default=Path(".loramerge"), description="Embedded Redis data, local result store, staging, Hub cache.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(),
+        description="Embedded Redis data, local result store, staging, Hub cache, secret.key: the user's data folder "
+        "($XDG_DATA_HOME/loramerge, else ~/.local/share/loramerge), never the current folder (a checkout could commit it).",
+    )
     api_keys: SecretStr | None = Field(
         default=None, description="`key:tenant,key2:tenant2`. Unset: loopback only, tenant `local`."
     )

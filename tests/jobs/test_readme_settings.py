@@ -27,5 +27,5 @@ def test_readme_settings_table_matches_the_settings_class():
     for name, field in fields.items():
         default = field.get_default(call_default_factory=True)
         if name == "data_dir":
-            default = ".loramerge"
+            default = "~/.local/share/loramerge"  # the user's, shown for the usual $HOME
         assert rows[name] == _shown(default), f"LORAMERGE_{name.upper()}: README says {rows[name]!r}, the code {default!r}"
