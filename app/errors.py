@@ -48,6 +48,17 @@ def not_found(job_id: str) -> ApiError:
     return ApiError(ErrorCode.job_not_found, f"no job {job_id!r} for this API key")
 
 
+def _readable(err: dict) -> str:
+    """pydantic's message for one field, as a person would write it: no "Value error, " prefix from our
+    own validators, and a JSON syntax error placed by line and column, not a bare character offset."""
+    if err.get("type") == "json_invalid":
+        loc = err.get("loc", ())
+        position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        what = (err.get("ctx") or {}).get("error", "invalid JSON")
+        return f"the body is not valid JSON: {what}" + (f" at character {position} (0-based)" if position is not None else "")
+    return str(err.get("msg", "")).removeprefix("Value error, ")
+
+
 def error_body(code: str, message: str, details: dict | None = None) -> dict:
     body = {"code": str(code), "message": message}
     if details:
@@ -84,10 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(cause, MergeError):
                 return error_response(cause.code, cause.message, cause.details, status=_status(cause.code) or 422)
         fields = [
-            {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
+            {"loc": [str(p) for p in err.get("loc", ())], "msg": _readable(err), "type": err.get("type", "")}
             for err in exc.errors()
         ]
-        message = "; ".join(f"{'.'.join(f['loc'][1:]) or 'body'}: {f['msg']}" for f in fields) or "invalid request"
+        message = "; ".join(
+            f["msg"] if f["type"] == "json_invalid" else f"{'.'.join(f['loc'][1:]) or 'body'}: {f['msg']}" for f in fields
+        )
+        message = message or "invalid request"
         return error_response(ErrorCode.invalid_request, message, {"fields": fields})
 
     @app.exception_handler(StarletteHTTPException)

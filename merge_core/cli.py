@@ -115,7 +115,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{m['name']:16} {m['summary']}")
         for pname, schema in m["params_schema"].get("properties", {}).items():
             default = schema.get("default")
-            kind = schema.get("type") or "|".join(str(v) for v in schema.get("enum", [])) or "value"
+            choices = schema.get("enum")  # Literal parameters: show the choices, not "string"
+            kind = "|".join(str(v) for v in choices) if choices else schema.get("type") or "value"
             print(f"    {pname:15} {kind:8} default={default!r:8} {schema.get('description', '')}")
     return 0
 

@@ -96,7 +96,7 @@ class MergedAdapter:
     def summary(self) -> dict[str, float]:
         """Mean and max of every per-module diagnostic."""
         keys = sorted({k for d in self.diagnostics.values() for k in d})
-        out: dict[str, float] = {"modules": float(len(self.names()))}
+        out: dict[str, float] = {"modules": len(self.names())}  # a count: an int in JSON too
         for key in keys:
             values = [d[key] for d in self.diagnostics.values() if key in d]
             out[f"{key}_mean"] = sum(values) / len(values)

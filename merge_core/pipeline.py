@@ -30,7 +30,7 @@ from merge_core.engine import (
     merge_adapters,
     resolve_device,
 )
-from merge_core.errors import BaseModelError, InvalidSpecError, RankRequiredError, SourceNotFoundError
+from merge_core.errors import BaseModelError, InvalidSpecError, MergeError, RankRequiredError, SourceNotFoundError
 from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
@@ -115,9 +115,15 @@ def run_merge(
     adapters, sources = [], []
     for i, ref in enumerate(spec.adapters):
         resolved = folders[i] if folders is not None else local_folder(ref)
-        adapters.append(
-            load_adapter(resolved.path, allow_pickle=allow_pickle, max_bytes=max_adapter_bytes, revision=resolved.revision)
-        )
+        try:
+            adapters.append(
+                load_adapter(resolved.path, allow_pickle=allow_pickle, max_bytes=max_adapter_bytes, revision=resolved.revision)
+            )
+        except MergeError as exc:  # say which of the job's adapters it is: the folder may be a staging copy
+            exc.message = f"adapters[{i}] ({ref.source}): {exc.message}"
+            exc.args = (exc.message,)
+            exc.details.setdefault("adapter", i)
+            raise
         sources.append({"source": ref.source, "revision": resolved.revision, "weight": ref.weight})
         if progress is not None:
             progress("load", i + 1, len(spec.adapters))

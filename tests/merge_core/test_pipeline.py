@@ -93,3 +93,14 @@ def test_the_merged_output_waits_on_disk_not_in_memory_and_goes_with_the_outcome
     gc.collect()
     assert not spill.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]
+
+
+def test_a_bad_adapter_is_named_by_its_place_in_the_job(tmp_path):
+    good = write_adapter_folder(tmp_path / "good", seed=1)
+    bad = write_adapter_folder(tmp_path / "bad", seed=2)
+    (bad / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    spec = parse_spec({"method": "task_arithmetic", "adapters": [{"source": str(good)}, {"source": str(bad)}]})
+    with pytest.raises(errors.CorruptSafetensorsError) as exc:
+        run_merge(spec, tmp_path / "out")
+    assert exc.value.message.startswith(f"adapters[1] ({bad}): ") and exc.value.details["adapter"] == 1
+    assert str(exc.value) == exc.value.message
