@@ -88,7 +88,12 @@ class ErrorCode(StrEnum):
     # -- the job failed (merge_core's codes also end `loramerge merge`) ---------------------------
     source_unavailable = auto(), None, _J, "the Hub or object store answered 5xx/429 or timed out, on every attempt"
     source_forbidden = auto(), None, _J, "the source exists but the token or credentials may not read it"
-    source_not_found = auto(), None, _JC, "the source, its revision or its adapter files do not exist"
+    source_not_found = (
+        auto(),
+        422,
+        _RJC,
+        "the source, its revision or its adapter files do not exist (a local folder: at submission)",
+    )
     pickle_refused = auto(), None, _JC, "the weights exist only as a pickle (`adapter_model.bin`); see `--allow-pickle`"
     invalid_adapter_config = auto(), None, _JC, "`adapter_config.json` missing or invalid (also non-finite or non-integer values)"
     unsupported_pattern = auto(), None, _JC, "a `rank_pattern`/`alpha_pattern` key: bad regex, over 512 chars, or backtracking"

@@ -26,6 +26,7 @@ from typing import Literal
 from jobs.errors import InvalidDestinationError as InvalidDestinationError  # re-exported: defined with the catalog
 from jobs.errors import InvalidSourceError as InvalidSourceError
 from jobs.errors import LocalPathNotAllowedError as LocalPathNotAllowedError
+from merge_core.errors import SourceNotFoundError
 
 SourceKind = Literal["hub", "local", "s3"]
 DestinationKind = Literal["local", "s3", "hub"]
@@ -67,15 +68,36 @@ def check_source(
         if not is_hub_id(source):
             raise InvalidSourceError(
                 f"{field}: {source!r} is not a Hub ID (org/name: letters, digits, '.', '_', '-'; no '..' or '--'), "
-                "an absolute local path or an s3:// URI",
+                "an absolute local path or an s3:// URI (local paths must be absolute)",
                 field=field,
             )
+        _not_a_relative_path(source, local_roots, field=field)
         check_revision(revision, field=field)
     elif kind == "s3":
         parse_s3(source, field=field)
     else:
-        confine(source, local_roots, field=field, data_dir=data_dir, symlinks=symlinks)
+        real = confine(source, local_roots, field=field, data_dir=data_dir, symlinks=symlinks)
+        if not real.is_dir():
+            raise SourceNotFoundError(
+                f"{field}: {source!r} is not a folder on this server (it lies under the allowed roots, but "
+                f"{'nothing' if not real.exists() else 'a file'} is there)",
+                field=field,
+                source=source,
+            )
     return kind
+
+
+def _not_a_relative_path(source: str, local_roots: list[Path], *, field: str) -> None:
+    """``adapters/a_r4`` has a Hub ID's form; if a folder of that name sits under a root (or the server's
+    current folder), the caller meant that folder: say so rather than ask the Hub for it."""
+    for folder in (*(Path(root) for root in local_roots), Path.cwd()):
+        candidate = folder / source
+        if candidate.is_dir():
+            raise InvalidSourceError(
+                f"{field}: {source!r} has the form of a Hub ID, but {str(candidate)!r} is a folder on this server; "
+                f"local sources must be absolute paths: use {str(candidate.resolve())!r}",
+                field=field,
+            )
 
 
 def check_base_model(

@@ -90,10 +90,15 @@ def test_diverging_merge_fails_and_saves_nothing(stack, alice):
     assert not (stack.settings.results_dir / job["id"]).exists()
 
 
-def test_missing_local_folder_fails_source_not_found(stack, alice):
-    job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": str(stack.roots / "nope")}]}).json()
+def test_a_folder_without_adapter_files_fails_source_not_found(stack, alice):
+    """A missing folder is a 422 at submission (test_error_messages); one that exists but holds no adapter
+    (or loses it before the worker comes) fails the job with the same code."""
+    empty = stack.roots / "empty-adapter"
+    empty.mkdir(exist_ok=True)
+    (empty / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4, "lora_alpha": 8}')  # and no weights
+    job = alice.post("/v1/merges", json={"method": "task_arithmetic", "adapters": [{"source": str(empty)}]}).json()
     done = wait_terminal(alice, job["id"])
-    assert (done["status"], done["error"]["code"]) == ("failed", "source_not_found")
+    assert (done["status"], done["error"]["code"]) == ("failed", "source_not_found"), done
 
 
 def test_list_filters_by_status_and_pages(stack, alice):

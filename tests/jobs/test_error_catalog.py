@@ -48,6 +48,7 @@ print(json.dumps(codes))
 
 # The statuses the API answered before the catalog existed: the catalog must not move them.
 API_STATUSES = {
+    "source_not_found": 422,
     "unauthenticated": 401,
     "invalid_api_key": 401,
     "job_not_found": 404,
