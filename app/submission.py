@@ -11,7 +11,7 @@ from jobs.errors import ErrorCode
 from jobs.records import NotifyTarget
 from jobs.request import SERVICE_FIELDS, TERMINAL_EVENTS, MergeRequest
 from jobs.settings import Settings
-from jobs.sources import check_source, confine, destination_kind, source_kind
+from jobs.sources import check_base_model, check_source, destination_kind, source_kind
 from jobs.webhooks import UrlNotAllowedError, check_url
 from merge_core.registry import ResolvedSpec, validate_spec
 
@@ -27,8 +27,8 @@ def validate_submission(request: MergeRequest, settings: Settings) -> ResolvedSp
     rules = {"local_roots": settings.local_roots, "data_dir": settings.data_dir, "symlinks": settings.local_symlinks}
     for i, ref in enumerate(request.adapters):
         check_source(ref.source, ref.revision, field=f"adapters[{i}].source", **rules)
-    if request.output.kind == "merged_model":
-        confine(request.output.base_model, field="output.base_model", **rules)
+    if request.output.base_model is not None:  # any output kind: DoRA adapters and trained biases read it too
+        check_base_model(request.output.base_model, request.output.base_model_revision, **rules)
     destination_kind(request.output.destination)
     if request.notify is not None:
         try:
@@ -47,19 +47,41 @@ def notify_target(request: MergeRequest, tenant: str, settings: Settings) -> Not
 
 
 def needs_hub(request: MergeRequest) -> bool:
+    """Does the job talk to the Hub (so a per-job X-Hub-Token is kept): a source, the base model or the destination."""
+    base = request.output.base_model
     return (
-        any(source_kind(ref.source) == "hub" for ref in request.adapters) or destination_kind(request.output.destination) == "hub"
+        any(source_kind(ref.source) == "hub" for ref in request.adapters)
+        or (base is not None and source_kind(base) == "hub")
+        or destination_kind(request.output.destination) == "hub"
     )
+
+
+# Fields added after fingerprints were first stored, by where they sit. Left out while they hold their
+# defaults, so that a request sent before the upgrade still matches its Idempotency-Key; a new field
+# goes here too.
+_LATER_FIELDS = {"": ("base_model_check", "notify"), "output": ("base_model_revision", "full_weights")}
 
 
 def fingerprint(request: MergeRequest) -> str:
     """Identifies the request body for Idempotency-Key reuse checks."""
-    return hashlib.sha256(request.model_dump_json(exclude=_absent_service_fields(request)).encode()).hexdigest()[:32]
+    exclude: dict = {}
+    for where, names in _LATER_FIELDS.items():
+        model = getattr(request, where) if where else request
+        at_default = {
+            name
+            for name in names
+            if getattr(model, name) == type(model).model_fields[name].get_default(call_default_factory=True)
+        }
+        if where and at_default:
+            exclude[where] = at_default
+        elif not where:
+            exclude.update(dict.fromkeys(at_default, True))
+    return hashlib.sha256(request.model_dump_json(exclude=exclude).encode()).hexdigest()[:32]
 
 
 def stored_spec(request: MergeRequest) -> dict:
     """The request as the job record keeps it: a service field left out stays out (jobs without a
-    webhook keep the document, and the Idempotency-Key fingerprint, they had before it existed)."""
+    webhook keep the document they had before it existed)."""
     return request.model_dump(mode="json", exclude=_absent_service_fields(request))
 
 

@@ -99,15 +99,24 @@ class ErrorCode(StrEnum):
     pickle_refused = auto(), None, _JC, "the weights exist only as a pickle (`adapter_model.bin`); see `--allow-pickle`"
     invalid_adapter_config = auto(), None, _JC, "`adapter_config.json` missing or invalid (also non-finite or non-integer values)"
     unsupported_pattern = auto(), None, _JC, "a `rank_pattern`/`alpha_pattern` key: bad regex, over 512 chars, or backtracking"
-    unsupported_adapter = auto(), None, _JC, "DoRA, trained biases, embedding LoRA, `modules_to_save`, or not LoRA"
+    unsupported_adapter = auto(), None, _JC, "not LoRA (prompt/prefix tuning), or old fused-QKV `enable_lora`, trainable tokens"
+    full_weights_conflict = auto(), None, _JC, "adapters carry different whole tensors (e.g. heads): set `output.full_weights`"
+    base_model_required = auto(), None, _JC, "DoRA or trained full biases depend on the base weights: set `output.base_model`"
+    bias_not_mergeable = auto(), None, _JC, "trained biases merge only with a method linear in the update (`task_arithmetic`)"
     corrupt_safetensors = auto(), None, _JC, "the safetensors header is unreadable or lies about offsets, dtypes or sizes"
     adapter_too_large = auto(), None, _JC, "an adapter's weights are over `LORAMERGE_MAX_ADAPTER_BYTES`"
-    base_model_mismatch = auto(), None, _JC, "the adapters were trained on different base models"
+    base_model_mismatch = auto(), None, _JC, "different base model names; `base_model_check: same_shapes` accepts renamed copies"
     shape_mismatch = auto(), None, _JC, "a module has different shapes in two adapters (or in the base model)"
     rank_mismatch = auto(), None, _JC, "a module's `lora_A` and `lora_B` disagree on the rank, or with the config's `r`"
     non_finite_values = auto(), None, _JC, "an adapter holds NaN or Inf"
     merge_diverged = auto(), None, _JC, "the method made NaN/Inf from finite adapters (its parameters); nothing saved"
-    invalid_base_model = auto(), None, _JC, "the `merged_model` base model folder is missing or unreadable"
+    device_out_of_memory = (
+        auto(),
+        None,
+        _JC,
+        "one module does not fit in the GPU's memory alone and `LORAMERGE_OOM_FALLBACK=fail`",
+    )
+    invalid_base_model = auto(), None, _JC, "`output.base_model` is missing, unreadable, or lacks a weight the merge needs"
     destination_exists = auto(), None, _J, "the `s3://` destination prefix already holds objects"
     destination_failed = auto(), None, _J, "publishing failed (bucket missing, permission denied); nothing left behind"
     destination_unavailable = auto(), None, _J, "the destination answered 5xx/429 or timed out, on every attempt"

@@ -24,6 +24,9 @@ class JobPublic(BaseModel):
     error: JobError | None = None
     result: JobResult | None = None
     sources: list[PinnedSource] = Field(description="Each adapter with its pinned revision once fetched.")
+    base_model: PinnedSource | None = Field(
+        default=None, description="output.base_model once staged, with its commit sha when it comes from the Hub."
+    )
     spec: dict[str, Any]
     attempts: int
     worker: str | None = Field(default=None, description="host:pid running the current attempt (for operators).")
@@ -44,6 +47,7 @@ class JobPublic(BaseModel):
             error=record.error,
             result=_with_artifact_url(record),
             sources=record.sources,
+            base_model=record.base_model,
             spec=record.spec,
             attempts=record.attempts,
             worker=record.worker,

@@ -49,7 +49,7 @@ class InvalidTransitionError(RuntimeError):
 
 
 class JobProgress(BaseModel):
-    stage: str = Field(description="queued, fetch, load, merge, orthogonalize, write, publish, done, cancelled")
+    stage: str = Field(description="queued, fetch, fetch_base_model, load, merge, orthogonalize, write, publish, done, cancelled")
     done: int = 0
     total: int = 0
 
@@ -76,7 +76,9 @@ class JobResult(BaseModel):
 class PinnedSource(BaseModel):
     source: str
     requested_revision: str | None = None
-    revision: str | None = Field(default=None, description="Commit sha (Hub), ETag (S3) or sha256 (local file).")
+    revision: str | None = Field(
+        default=None, description="Commit sha (Hub), ETag (S3) or sha256 (local file); null for a local base model."
+    )
     weight: float = 1.0
 
 
@@ -105,6 +107,9 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     result: JobResult | None = None
     sources: list[PinnedSource] = Field(default_factory=list)
+    base_model: PinnedSource | None = Field(
+        default=None, description="output.base_model once staged: its commit sha when it comes from the Hub."
+    )
     attempts: int = 0
     attempt_started_at: float | None = Field(default=None, description="When the current (or last) attempt was claimed.")
     not_before: float | None = Field(default=None, description="A retry's message is due then (queued jobs only).")

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO); credentials from AWS_*.")
     device: str = Field(default="auto", description="Worker device: auto, cpu, cuda, cuda:1.")
+    oom_fallback: Literal["cpu", "fail"] = Field(
+        default="cpu",
+        description="A module that does not fit in GPU memory even alone: merge it on the CPU, or fail the job "
+        "(`device_out_of_memory`). Batches that do not fit are split first either way.",
+    )
     gpu_queue: str = "gpu"
     cpu_queue: str = "cpu"
     worker_concurrency: int = Field(default=1, ge=1, description="Processes per worker (one per GPU).")

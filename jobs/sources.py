@@ -7,6 +7,8 @@ reads anything (the record might have been written by an older API with other ro
   local path   absolute, under LORAMERGE_LOCAL_ROOTS after resolving symlinks and ``..``, never
                inside the data dir; LORAMERGE_LOCAL_SYMLINKS=refuse follows no symlink inside a root
   object store ``s3://bucket/prefix``
+Base models (``output.base_model``, ``output.base_model_revision``): a Hub ID (+ revision) or a local
+path, under the same rules; no ``s3://`` (``check_base_model``).
 Destinations: null or ``local`` (the local store), ``s3://bucket/prefix``, ``hf://org/name``.
 
 Every pattern is matched with ``fullmatch``: ``$`` also matches before a trailing newline.
@@ -73,6 +75,37 @@ def check_source(
         parse_s3(source, field=field)
     else:
         confine(source, local_roots, field=field, data_dir=data_dir, symlinks=symlinks)
+    return kind
+
+
+def check_base_model(
+    base_model: str,
+    revision: str | None,
+    *,
+    local_roots: list[Path],
+    field: str = "output.base_model",
+    revision_field: str = "output.base_model_revision",
+    data_dir: Path | None = None,
+    symlinks: SymlinkPolicy = "within_roots",
+) -> SourceKind:
+    """``output.base_model`` under the rules of an adapter source: a Hub ID (its revision checked as a
+    source's) or a local folder confined to the roots. A revision only goes with a Hub ID, and
+    ``s3://`` base models are not fetched (InvalidSourceError naming the field)."""
+    kind = source_kind(base_model)
+    if kind == "s3":
+        raise InvalidSourceError(
+            f"{field}: {base_model!r}: a base model is a Hub ID (org/name) or an absolute local path; s3:// is not supported",
+            field=field,
+        )
+    if kind == "local" and revision is not None:
+        raise InvalidSourceError(
+            f"{revision_field}: only a Hub base model has a revision; {base_model!r} is a local path "
+            f"(drop {revision_field} or give a Hub ID)",
+            field=revision_field,
+        )
+    check_source(base_model, None, local_roots=local_roots, field=field, data_dir=data_dir, symlinks=symlinks)
+    if kind == "hub":
+        check_revision(revision, field=revision_field)
     return kind
 
 

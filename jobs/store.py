@@ -13,7 +13,7 @@ Layout (prefix ``lm:``):
 
 Creation is one Lua script (idempotency claim + queue bound + record), transitions are
 WATCH/MULTI transactions, so two workers or a worker and a cancel never both win. A worker's writes
-are named operations (``claim``, ``refresh_lease``, ``set_progress``, ``set_sources``,
+are named operations (``claim``, ``refresh_lease``, ``set_progress``, ``set_sources``, ``set_base_model``,
 ``cancel_requested``, ``requeue``, ``finish``) that take the attempt's :class:`~jobs.lease.Fence`
 and raise :class:`~jobs.lease.LeaseLostError` when the record moved on without it. Every terminal
 write, whoever makes it, counts the job, records its duration, sets the TTL and drops the token in
@@ -359,6 +359,9 @@ class JobStore:
 
     def set_sources(self, job_id: str, fence: Fence, sources: list[PinnedSource]) -> None:
         self._fenced(job_id, fence, lambda record: setattr(record, "sources", list(sources)))
+
+    def set_base_model(self, job_id: str, fence: Fence, base_model: PinnedSource) -> None:
+        self._fenced(job_id, fence, lambda record: setattr(record, "base_model", base_model))
 
     def cancel_requested(self, job_id: str, fence: Fence) -> bool:
         """Has a client asked to cancel this attempt's job? Raises LeaseLostError if the attempt lost it."""

@@ -230,9 +230,30 @@ class UnsupportedPatternError(LoramergeError):
 
 
 class UnsupportedAdapterError(LoramergeError):
-    """DoRA, trained biases, embedding LoRA, `modules_to_save`, or not LoRA (job, cli)"""
+    """not LoRA (prompt/prefix tuning), or old fused-QKV `enable_lora`, trainable tokens (job, cli)"""
 
     code = "unsupported_adapter"
+    http_status = None
+
+
+class FullWeightsConflictError(LoramergeError):
+    """adapters carry different whole tensors (e.g. heads): set `output.full_weights` (job, cli)"""
+
+    code = "full_weights_conflict"
+    http_status = None
+
+
+class BaseModelRequiredError(LoramergeError):
+    """DoRA or trained full biases depend on the base weights: set `output.base_model` (job, cli)"""
+
+    code = "base_model_required"
+    http_status = None
+
+
+class BiasNotMergeableError(LoramergeError):
+    """trained biases merge only with a method linear in the update (`task_arithmetic`) (job, cli)"""
+
+    code = "bias_not_mergeable"
     http_status = None
 
 
@@ -251,7 +272,7 @@ class AdapterTooLargeError(LoramergeError):
 
 
 class BaseModelMismatchError(LoramergeError):
-    """the adapters were trained on different base models (job, cli)"""
+    """different base model names; `base_model_check: same_shapes` accepts renamed copies (job, cli)"""
 
     code = "base_model_mismatch"
     http_status = None
@@ -285,8 +306,15 @@ class MergeDivergedError(LoramergeError):
     http_status = None
 
 
+class DeviceOutOfMemoryError(LoramergeError):
+    """one module does not fit in the GPU's memory alone and `LORAMERGE_OOM_FALLBACK=fail` (job, cli)"""
+
+    code = "device_out_of_memory"
+    http_status = None
+
+
 class InvalidBaseModelError(LoramergeError):
-    """the `merged_model` base model folder is missing or unreadable (job, cli)"""
+    """`output.base_model` is missing, unreadable, or lacks a weight the merge needs (job, cli)"""
 
     code = "invalid_base_model"
     http_status = None
@@ -424,6 +452,9 @@ BY_CODE: dict[str, type[LoramergeError]] = {
     "invalid_adapter_config": InvalidAdapterConfigError,
     "unsupported_pattern": UnsupportedPatternError,
     "unsupported_adapter": UnsupportedAdapterError,
+    "full_weights_conflict": FullWeightsConflictError,
+    "base_model_required": BaseModelRequiredError,
+    "bias_not_mergeable": BiasNotMergeableError,
     "corrupt_safetensors": CorruptSafetensorsError,
     "adapter_too_large": AdapterTooLargeError,
     "base_model_mismatch": BaseModelMismatchError,
@@ -431,6 +462,7 @@ BY_CODE: dict[str, type[LoramergeError]] = {
     "rank_mismatch": RankMismatchError,
     "non_finite_values": NonFiniteValuesError,
     "merge_diverged": MergeDivergedError,
+    "device_out_of_memory": DeviceOutOfMemoryError,
     "invalid_base_model": InvalidBaseModelError,
     "destination_exists": DestinationExistsError,
     "destination_failed": DestinationFailedError,
@@ -482,6 +514,9 @@ __all__ = [
     "InvalidAdapterConfigError",
     "UnsupportedPatternError",
     "UnsupportedAdapterError",
+    "FullWeightsConflictError",
+    "BaseModelRequiredError",
+    "BiasNotMergeableError",
     "CorruptSafetensorsError",
     "AdapterTooLargeError",
     "BaseModelMismatchError",
@@ -489,6 +524,7 @@ __all__ = [
     "RankMismatchError",
     "NonFiniteValuesError",
     "MergeDivergedError",
+    "DeviceOutOfMemoryError",
     "InvalidBaseModelError",
     "DestinationExistsError",
     "DestinationFailedError",

@@ -1,20 +1,29 @@
 """The per-module loop: group same-shaped modules into batches, run the method kernel on the chosen
 device, apply the output-rank policy, report progress, stop cleanly on cancel: at a batch boundary, or
-at a checkpoint inside a kernel that iterates (``ModuleBatch.checkpoint``)."""
+at a checkpoint inside a kernel that iterates (``ModuleBatch.checkpoint``).
+
+DoRA modules take the dense path (METHOD.md §7): each adapter's effective update is computed from
+the base weight one module at a time and handed to the method as its exact SVD factors, so every
+method runs on it unchanged; the result is kept dense unless ``rank`` truncates it."""
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-from merge_core.adapters import LoraAdapter
+from merge_core.adapters import LoraAdapter, LoraModule
+from merge_core.base_model import BaseWeights
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import (
     NAME_SHOWN,
+    BaseModelError,
     BaseModelMismatchError,
+    BaseModelRequiredError,
+    DeviceOutOfMemoryError,
     InvalidAdapterConfigError,
     MergeCancelledError,
     MergeDivergedError,
@@ -23,28 +32,44 @@ from merge_core.errors import (
 )
 from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
 from merge_core.registry import MergeMethod, MethodParams, SeededParams
+from merge_core.spec import BaseModelCheck
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+OomPolicy = Literal["cpu", "fail"]
 BATCH_ELEMENTS = 1 << 25  # factor elements per batch (~128 MiB in float32): amortizes kernel launches
 
 
 @dataclass
 class MergedAdapter:
-    """The merged update of every module as LoRA factors ``B (out, r)``, ``A (r, in)`` with scale 1."""
+    """The merged update of every module as LoRA factors ``B (out, r)``, ``A (r, in)`` with scale 1,
+    or, for a full-rank update kept exact (DoRA into a merged model), as a dense ``(out, in)`` in ``dense``.
+    ``embeddings`` names the modules that are embedding layers (their ``ΔW`` is never transposed)."""
 
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     base_model: str | None = None
     fan_in_fan_out: bool = False
+    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    embeddings: set[str] = field(default_factory=set)
+
+    def names(self) -> list[str]:
+        return sorted(set(self.modules) | set(self.dense))
 
     def delta(self, name: str) -> torch.Tensor:
+        if name in self.dense:
+            return self.dense[name].double()
         B, A = self.modules[name]
         return B.double() @ A.double()
+
+    def weight_delta(self, name: str) -> torch.Tensor:
+        """``ΔW`` in the base weight's own layout: transposed for GPT-2's ``Conv1D`` (fan_in_fan_out)."""
+        delta = self.delta(name)
+        return delta.T if self.fan_in_fan_out and name not in self.embeddings else delta
 
     def summary(self) -> dict[str, float]:
         """Mean and max of every per-module diagnostic."""
         keys = sorted({k for d in self.diagnostics.values() for k in d})
-        out: dict[str, float] = {"modules": float(len(self.modules))}
+        out: dict[str, float] = {"modules": float(len(self.names()))}
         for key in keys:
             values = [d[key] for d in self.diagnostics.values() if key in d]
             out[f"{key}_mean"] = sum(values) / len(values)
@@ -58,25 +83,75 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def check_compatible(adapters: Sequence[LoraAdapter]) -> None:
-    """Same base model, same fan_in_fan_out, and one shape per module across all adapters."""
+def check_compatible(adapters: Sequence[LoraAdapter], base_model_check: BaseModelCheck = "strict") -> None:
+    """Same base model name (``strict``), same fan_in_fan_out, and one shape and kind per module."""
     bases = {a.base_model for a in adapters if a.base_model}
-    if len(bases) > 1:
+    if len(bases) > 1 and base_model_check == "strict":
         raise BaseModelMismatchError(
-            f"adapters were trained on different base models: {sorted(bases)}; merge adapters of one base model",
+            f"adapters were trained on base models of different names: {sorted(bases)}; merge adapters of one base "
+            "model, or, if these are one model under other names (a 4-bit or renamed copy), set "
+            'base_model_check: "same_shapes" (the shapes of every shared module must then agree)',
             base_models=sorted(bases),
         )
     if len({a.fan_in_fan_out for a in adapters}) > 1:
         raise InvalidAdapterConfigError("adapters disagree on fan_in_fan_out; they cannot target the same layers")
-    shapes: dict[str, tuple[tuple[int, int], str]] = {}
+    shapes: dict[str, tuple[tuple[int, int], bool, str]] = {}
     for adapter in adapters:
         for name, module in adapter.modules.items():
-            seen = shapes.setdefault(name, (module.shape, adapter.source))
-            if seen[0] != module.shape:
+            seen = shapes.setdefault(name, (module.shape, module.embedding, adapter.source))
+            if seen[:2] != (module.shape, module.embedding):
+                kinds = ["embedding" if e else "linear" for e in (seen[1], module.embedding)]
                 raise ShapeMismatchError(
-                    f"module {shown(name)} is {list(seen[0])} in {seen[1]} but {list(module.shape)} in {adapter.source}",
+                    f"module {shown(name)} is a {kinds[0]} {list(seen[0])} in {seen[2]} but a {kinds[1]} "
+                    f"{list(module.shape)} in {adapter.source}",
                     module=name[:NAME_SHOWN],
                 )
+
+
+def check_against_base(adapters: Sequence[LoraAdapter], base: BaseWeights) -> None:
+    """Every adapter module has a base weight of its shape (an adapter's own saved copy of the layer
+    counts instead, e.g. embeddings resized for new tokens), and every whole tensor an adapter carries
+    fits the base's: same dimensions, only the first (labels of a head, rows of a resized vocabulary)
+    may differ; a trained bias must match exactly."""
+    for adapter in adapters:
+        for name, module in adapter.modules.items():
+            key = f"{name}.weight"
+            if key in adapter.full_weights:
+                shape = tuple(adapter.full_weights[key].tensor.shape)
+            elif key in base:
+                shape = base.shape(key)
+            else:
+                raise BaseModelError(
+                    f"the base model has no weight {shown(key)} for a module of {adapter.source}; is it the model the "
+                    "adapters were trained on?",
+                    module=name[:NAME_SHOWN],
+                )
+            expected = module.shape[::-1] if adapter.fan_in_fan_out and not module.embedding else module.shape
+            if shape != tuple(expected):
+                raise ShapeMismatchError(
+                    f"module {shown(name)} of {adapter.source} updates a {list(expected)} weight, but the base model's "
+                    f"is {list(shape)}",
+                    module=name[:NAME_SHOWN],
+                )
+        for name, full in adapter.full_weights.items():
+            if name not in base:
+                continue  # a head the base does not have (a classifier on a causal LM's body)
+            have, want = tuple(full.tensor.shape), base.shape(name)
+            fits = have == want or (full.kind != "trained_bias" and len(have) == len(want) and have[1:] == want[1:])
+            if not fits:
+                raise ShapeMismatchError(
+                    f"{adapter.source} carries {shown(name)} as {list(have)}, which does not fit the base model's "
+                    f"{list(want)} (only the first dimension, a head's labels or a vocabulary's rows, may differ)",
+                    tensor=name[:NAME_SHOWN],
+                )
+
+
+def dora_update(module: LoraModule, W0: torch.Tensor) -> torch.Tensor:
+    """DoRA's effective update as PEFT's forward pass applies it, in float64:
+    ``ΔW = m ⊙ V / ‖V‖_row − W0`` with ``V = W0 + s B A`` (``W0`` in ``(out, in)`` layout)."""
+    W0 = W0.double()
+    V = W0 + module.scale * (module.B.double() @ module.A.double())
+    return (module.magnitude.double() / V.norm(dim=1)).unsqueeze(1) * V - W0
 
 
 def merge_adapters(
@@ -91,6 +166,9 @@ def merge_adapters(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     batch_elements: int = BATCH_ELEMENTS,
+    base: BaseWeights | None = None,
+    base_model_check: BaseModelCheck = "strict",
+    on_oom: OomPolicy = "cpu",
 ) -> MergedAdapter:
     """Merge ``adapters`` module by module, batching modules of the same shape.
 
@@ -104,21 +182,38 @@ def merge_adapters(
         progress: ``progress(stage, done, total)`` per batch and inside long kernels.
         should_cancel: asked at the same points; True raises MergeCancelledError.
         batch_elements: upper bound of one batch's factor elements (memory per batch).
+        base: the base model's weights; needed for DoRA modules, and checked against every module's shape.
+        base_model_check: ``strict`` refuses adapters whose base model names differ; ``same_shapes`` does not.
+        on_oom: a batch that runs the device out of memory is split in halves and retried; a single module
+            that still does not fit runs on the CPU (``"cpu"``) or raises DeviceOutOfMemoryError (``"fail"``).
 
     Raises:
         RankRequiredError: a dense method without ``rank``.
+        BaseModelRequiredError: DoRA modules and no ``base``.
         BaseModelMismatchError, ShapeMismatchError: adapters that cannot be merged together.
         MergeDivergedError: the result holds NaN or Inf.
         MergeCancelledError: ``should_cancel`` said so.
     """
     method.check_rank(rank)
-    check_compatible(adapters)
+    check_compatible(adapters, base_model_check)
+    if base is not None:
+        check_against_base(adapters, base)
+    elif any(m.dora for a in adapters for m in a.modules.values()):
+        raise BaseModelRequiredError(
+            "DoRA adapters change the base weight's norms, so their update depends on it: set output.base_model "
+            "to the model they were trained on"
+        )
     weights = list(weights) if weights is not None else [1.0] * len(adapters)
     device = resolve_device(device)
     batches = _plan_batches(adapters, method.factored, batch_elements)
     total = sum(len(names) for names, _ in batches)
     seed = params.seed if isinstance(params, SeededParams) else 0
-    result = MergedAdapter(modules={}, base_model=adapters[0].base_model, fan_in_fan_out=adapters[0].fan_in_fan_out)
+    result = MergedAdapter(
+        modules={},
+        base_model=adapters[0].base_model,
+        fan_in_fan_out=adapters[0].fan_in_fan_out,
+        embeddings={n for a in adapters for n, m in a.modules.items() if m.embedding},
+    )
     done = 0
 
     def cancel_point(where: str) -> None:
@@ -130,46 +225,98 @@ def merge_adapters(
         if progress is not None:
             progress(stage, step, steps)
 
-    for names, members in batches:
-        cancel_point("")
-        batch = _build_batch(adapters, weights, names, members, device, dtype, seed)
+    def run(names: list[str], members, on: torch.device) -> None:
+        batch = _build_batch(adapters, weights, names, members, on, dtype, seed, base)
         batch.checkpoint = checkpoint
         out = method.kernel(batch, params)
         _check_finite(out, names, method.name)
-        _collect(result, names, out, rank, seed)
+        _collect(result, names, out, rank, seed, keep_dense=any(dora for _, dora in members))
+
+    for names, members in batches:
+        cancel_point("")
+        run_guarded(lambda part, on, members=members: run(part, members, on), names, device, on_oom)
         done += len(names)
         if progress is not None:
             progress("merge", done, total)
     return result
 
 
-def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[int]]]:
-    """Group modules by (shape, carrying adapters and their ranks); split groups to fit the budget."""
+def run_guarded(
+    run: Callable[[list[str], torch.device], None], names: list[str], device: torch.device, on_oom: OomPolicy
+) -> None:
+    """``run(names, device)``, splitting the batch in halves when the device runs out of memory; a single
+    module that still does not fit runs on the CPU (``on_oom="cpu"``) or fails as ``device_out_of_memory``."""
+    try:
+        run(names, device)
+        return
+    except torch.OutOfMemoryError:
+        _release(device)
+    if len(names) > 1:
+        half = len(names) // 2
+        run_guarded(run, names[:half], device, on_oom)
+        run_guarded(run, names[half:], device, on_oom)
+    elif on_oom == "cpu" and device.type != "cpu":
+        run(names, torch.device("cpu"))
+    else:
+        raise DeviceOutOfMemoryError(
+            f"module {shown(names[0])} alone does not fit in the memory of {device}; free the device, use one with "
+            "more memory, or let the worker fall back to the CPU (LORAMERGE_OOM_FALLBACK=cpu)",
+            device=str(device),
+            module=names[0][:NAME_SHOWN],
+        )
+
+
+def _release(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[tuple[int, bool]]]]:
+    """Group modules by (shape, carrying adapters, their ranks, DoRA or not); split groups to fit the budget.
+    A DoRA member counts with the full rank ``min(out, in)`` of its dense update."""
     groups: dict[tuple, list[str]] = {}
     for name in sorted({n for a in adapters for n in a.modules}):
-        members = tuple((i, a.modules[name].rank) for i, a in enumerate(adapters) if name in a.modules)
         shape = next(a.modules[name].shape for a in adapters if name in a.modules)
+        members = tuple(
+            (i, min(shape) if a.modules[name].dora else a.modules[name].rank, a.modules[name].dora)
+            for i, a in enumerate(adapters)
+            if name in a.modules
+        )
         groups.setdefault((shape, members), []).append(name)
     plan = []
     for (shape, members), names in groups.items():
-        per_module = sum(r for _, r in members) * (shape[0] + shape[1])
+        per_module = sum(r for _, r, _ in members) * (shape[0] + shape[1])
         size = max(1, batch_elements // per_module) if factored else 1
         for start in range(0, len(names), size):
-            plan.append((names[start : start + size], [i for i, _ in members]))
+            plan.append((names[start : start + size], [(i, dora) for i, _, dora in members]))
     return plan
 
 
-def _build_batch(adapters, weights, names, members, device, dtype, seed) -> ModuleBatch:
-    def stack(getter):
-        return torch.stack([getter(adapters[i].modules[n]) for n in names]).to(device=device, dtype=dtype)
-
+def _build_batch(adapters, weights, names, members, device, dtype, seed, base) -> ModuleBatch:
     A, B, coef = [], [], []
-    for i in members:
-        A.append(torch.stack([adapters[i].modules[n].A for n in names]).to(device=device, dtype=dtype))
-        B.append(torch.stack([adapters[i].modules[n].B for n in names]).to(device=device, dtype=dtype))
-        coef.append(torch.tensor([adapters[i].modules[n].scale * weights[i] for n in names], device=device, dtype=dtype))
+    for i, dora in members:
+        adapter = adapters[i]
+        if dora:  # the exact dense update as SVD factors: U·S and Vᴴ (scale and all folded into B)
+            factors = [
+                torch.linalg.svd(dora_update(adapter.modules[n], _base_weight(adapter, n, base)), full_matrices=False)
+                for n in names
+            ]
+            B.append(torch.stack([U * S for U, S, _ in factors]).to(device=device, dtype=dtype))
+            A.append(torch.stack([Vh for _, _, Vh in factors]).to(device=device, dtype=dtype))
+            coef.append(torch.full((len(names),), weights[i], device=device, dtype=dtype))
+            continue
+        A.append(torch.stack([adapter.modules[n].A for n in names]).to(device=device, dtype=dtype))
+        B.append(torch.stack([adapter.modules[n].B for n in names]).to(device=device, dtype=dtype))
+        coef.append(torch.tensor([adapter.modules[n].scale * weights[i] for n in names], device=device, dtype=dtype))
     seeds = [(seed * 0x9E3779B1 + zlib.crc32(n.encode())) % 2**63 for n in names]
     return ModuleBatch(names=names, A=A, B=B, coef=coef, seeds=seeds)
+
+
+def _base_weight(adapter: LoraAdapter, name: str, base: BaseWeights) -> torch.Tensor:
+    """``W0`` of a module in ``(out, in)`` layout: the adapter's own saved copy if it has one, else the base's."""
+    key = f"{name}.weight"
+    W0 = adapter.full_weights[key].tensor if key in adapter.full_weights else base.get(key)
+    return W0.T if adapter.fan_in_fan_out and not adapter.modules[name].embedding else W0
 
 
 def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
@@ -188,7 +335,7 @@ def _check_finite(out: BatchResult, names: list[str], method: str) -> None:
             )
 
 
-def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int) -> None:
+def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, seed: int, *, keep_dense: bool) -> None:
     diagnostics = {k: v.detach().double().cpu().tolist() for k, v in out.diagnostics.items()}
     if out.dense is not None:
         n, rows, cols = out.dense.shape
@@ -199,6 +346,11 @@ def _collect(result: MergedAdapter, names, out: BatchResult, rank: int | None, s
     elif rank is not None:
         B, A, error = truncate(*svd_from_factors(out.B, out.A), rank)
         diagnostics["compression_error"] = error.double().cpu().tolist()
+    elif keep_dense:  # a full-rank exact update (DoRA): factors of rank Σ min(out, in) would only cost more
+        for j, name in enumerate(names):
+            result.dense[name] = (out.B[j].double() @ out.A[j].double()).cpu()
+            result.diagnostics[name] = {k: float(v[j]) for k, v in diagnostics.items()}
+        return
     else:
         B, A = balance(out.B, out.A)
     B, A = B.cpu(), A.cpu()

@@ -84,9 +84,29 @@ class UnsupportedPatternError(InvalidAdapterConfigError):
 
 
 class UnsupportedAdapterError(MergeError, ValueError):
-    """DoRA, trained biases, embedding LoRA, ``modules_to_save`` or a non-LoRA PEFT type."""
+    """Not LoRA (prompt or prefix tuning, other PEFT types), or a LoRA form we cannot merge faithfully
+    (old fused-QKV ``enable_lora``, trainable tokens, layer replication, DoRA on embeddings)."""
 
     code = "unsupported_adapter"
+
+
+class FullWeightsConflictError(MergeError, ValueError):
+    """Adapters carry different full-weight tensors (``modules_to_save`` such as classification heads,
+    saved embeddings) and ``output.full_weights`` does not say how to combine them."""
+
+    code = "full_weights_conflict"
+
+
+class BaseModelRequiredError(MergeError, ValueError):
+    """The update depends on the base weights (DoRA, trained full biases): ``output.base_model`` is needed."""
+
+    code = "base_model_required"
+
+
+class BiasNotMergeableError(MergeError, ValueError):
+    """Trained biases with a method that is not linear in the update: no faithful merged bias exists."""
+
+    code = "bias_not_mergeable"
 
 
 class CorruptSafetensorsError(MergeError, ValueError):
@@ -129,6 +149,12 @@ class BaseModelError(MergeError, ValueError):
     """The base model folder for ``merged_model`` output is missing or unreadable."""
 
     code = "invalid_base_model"
+
+
+class DeviceOutOfMemoryError(MergeError):
+    """One module's merge does not fit in the device's memory, even alone, and the CPU fallback is off."""
+
+    code = "device_out_of_memory"
 
 
 class MergeCancelledError(MergeError):

@@ -9,30 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
+from merge_core.base_model import INDEX_NAME, BaseWeights
 from merge_core.engine import MergedAdapter
-from merge_core.errors import BaseModelError, ShapeMismatchError
+from merge_core.errors import BaseModelError, BiasNotMergeableError, ShapeMismatchError
 from merge_core.output import DTYPES
-from merge_core.safetensors_header import read_header
 from merge_core.safetensors_writer import ST_TO_TORCH, write_streaming
 
-INDEX_NAME = "model.safetensors.index.json"
 DEFAULT_SHARD_BYTES = 5 * 1024**3
-
-
-def base_weight_files(folder: Path) -> dict[str, Path]:
-    """``tensor name -> file`` for a base model folder (single file or sharded with an index)."""
-    if not folder.is_dir():
-        raise BaseModelError(f"base model folder {str(folder)!r} does not exist", base_model=str(folder))
-    index = folder / INDEX_NAME
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        return {name: folder / file for name, file in weight_map.items()}
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise BaseModelError(f"{folder} has no .safetensors weights (pickle .bin weights are not read)", base_model=str(folder))
-    return {name: path for path in files for name in read_header(path)}
+CONFIG_NAME = "config.json"
 
 
 def write_merged_model(
@@ -43,6 +28,9 @@ def write_merged_model(
     dtype: str = "float32",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: Callable[[str, int, int], None] | None = None,
+    full_weights: dict[str, torch.Tensor] | None = None,
+    bias_updates: dict[str, torch.Tensor] | None = None,
+    leave_out: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
     """Write ``W0 + ΔW`` for every merged module, and the base's other tensors unchanged, as (sharded)
     safetensors in ``out_folder``, one tensor in memory at a time; copy the base's config files.
@@ -54,6 +42,14 @@ def write_merged_model(
         dtype: output dtype of the merged weights ("float32", "float16", "bfloat16").
         shard_bytes: largest output shard.
         progress: ``progress("write", done, total)`` per tensor.
+        full_weights: ``parameter name -> tensor`` replacing the base's (kept heads, resized embeddings),
+            or added where the base has none (a classification head on a causal LM's body).
+        bias_updates: ``parameter name -> Δb`` added to the base's bias.
+        leave_out: base tensors not to write (heads that each adapter keeps beside the model instead).
+
+    ``config.json`` follows the tensors written: ``vocab_size`` when the embeddings changed size, the
+    label count (``id2label``) when a classification head did, ``tie_word_embeddings: false`` when the
+    input embeddings or ``lm_head`` of a tied model changed (``_untie``).
 
     Returns:
         The names of the files written.
@@ -63,36 +59,44 @@ def write_merged_model(
         ShapeMismatchError: a base weight whose shape is not the update's.
         CorruptSafetensorsError: a base shard's header does not hold.
     """
-    files = base_weight_files(base_folder)
-    headers = {path: read_header(path) for path in set(files.values())}
-    targets = {f"{name}.weight": name for name in merged.modules}
-    missing = sorted(set(targets) - set(files))
+    base = BaseWeights(base_folder)
+    replaced, biases = dict(full_weights or {}), bias_updates or {}
+    targets = {f"{name}.weight": name for name in merged.names()}
+    untied = _untie(base, replaced, targets)
+    names = sorted((set(base.files) - set(leave_out)) | set(replaced))
+    missing = sorted(set(targets) - set(names))
     if missing:
-        raise BaseModelError(f"the base model has no weight for {len(missing)} merged modules, e.g. {missing[0]!r}")
+        raise BaseModelError(f"the base model has no tensor for {len(missing)} merged updates, e.g. {missing[0]!r}")
+    biasless = sorted(set(biases) - set(names))
+    if biasless:
+        raise BiasNotMergeableError(
+            f"{len(biasless)} layers with a trained lora_B bias have no bias in the base model, e.g. {biasless[0]!r}, so a "
+            "merged model has nowhere to put it (PEFT refuses this merge too); write an adapter instead (output.kind: adapter)"
+        )
     out_dtype = DTYPES[dtype]
     plan = []
-    for name in sorted(files):
-        info = headers[files[name]][name]
-        if name in targets:
-            B, A = merged.modules[targets[name]]
-            shape = (A.shape[1], B.shape[0]) if merged.fan_in_fan_out else (B.shape[0], A.shape[1])
-            if info.shape != shape:
-                raise ShapeMismatchError(f"base weight {name!r} is {list(info.shape)}, the merged update is {list(shape)}")
-        source_dtype = ST_TO_TORCH.get(info.dtype)
-        if source_dtype is None:
-            raise BaseModelError(f"base weight {name!r} has dtype {info.dtype}, which merged_model cannot write")
-        plan.append((name, out_dtype if source_dtype.is_floating_point else source_dtype, info.shape))
+    for name in names:
+        shape = tuple(replaced[name].shape) if name in replaced else base.shape(name)
+        update = merged.weight_delta(targets[name]).shape if name in targets else biases[name].shape if name in biases else None
+        if update is not None and tuple(update) != shape:
+            raise ShapeMismatchError(f"base weight {name!r} is {list(shape)}, the merged update is {list(update)}")
+        if name in replaced:
+            source_dtype = replaced[name].dtype
+        else:
+            source_dtype = ST_TO_TORCH.get(base.infos[name].dtype)
+            if source_dtype is None:
+                raise BaseModelError(f"base weight {name!r} has dtype {base.infos[name].dtype}, which merged_model cannot write")
+        plan.append((name, out_dtype if source_dtype.is_floating_point else source_dtype, shape))
     shards = _shard(plan, shard_bytes)
     out_folder.mkdir(parents=True, exist_ok=True)
     written, done = [], 0
 
     def produce(name: str) -> torch.Tensor:
         nonlocal done
-        with safe_open(str(files[name]), framework="pt") as fh:
-            tensor = fh.get_tensor(name)
-        if name in targets:
-            delta = merged.delta(targets[name])
-            tensor = (tensor.double() + (delta.T if merged.fan_in_fan_out else delta)).to(out_dtype)
+        tensor = replaced[name] if name in replaced else base.get(name)
+        if name in targets or name in biases:
+            delta = merged.weight_delta(targets[name]) if name in targets else biases[name]
+            tensor = (tensor.double() + delta).to(out_dtype)
         elif tensor.is_floating_point():
             tensor = tensor.to(out_dtype)
         done += 1
@@ -113,7 +117,58 @@ def write_merged_model(
         if extra.is_file() and not extra.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and extra.name != INDEX_NAME:
             shutil.copy2(extra, out_folder / extra.name)
             written.append(extra.name)
+    if (out_folder / CONFIG_NAME).is_file() and (replaced or untied):
+        config = json.loads((out_folder / CONFIG_NAME).read_text())
+        if fit_config(config, base, {name: tuple(t.shape) for name, t in replaced.items()}) or untied:
+            config["tie_word_embeddings"] = False if untied else config.get("tie_word_embeddings")
+            (out_folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return written
+
+
+INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "shared.weight")
+LM_HEAD = "lm_head.weight"
+
+
+def _untie(base: BaseWeights, replaced: dict[str, torch.Tensor], targets: dict[str, str]) -> bool:
+    """A model whose ``lm_head`` is tied to its input embeddings (``tie_word_embeddings``, HF's default) and
+    an update to either one: PEFT's forward changes only the one it targets, so the merged model unties
+    them, writing ``lm_head.weight`` separately (added to ``replaced`` from the embeddings when the base
+    stores only those). True if it did."""
+    try:
+        config = json.loads((base.folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or not config.get("tie_word_embeddings", True):
+        return False
+    embedding = next((n for n in sorted(base.files) if n.endswith(INPUT_EMBEDDINGS)), None)
+    touched = {LM_HEAD, embedding} & (set(targets) | set(replaced))
+    if embedding is None or not touched:
+        return False
+    if LM_HEAD not in base and LM_HEAD not in replaced:
+        replaced[LM_HEAD] = replaced[embedding] if embedding in replaced else base.get(embedding)
+    return True
+
+
+HEAD_NAMES = ("score.weight", "classifier.weight", "classifier.out_proj.weight")  # SEQ_CLS heads of HF models
+
+
+def fit_config(config: dict, base: BaseWeights, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Make ``config`` describe tensors that replaced the base's: resized embeddings (``vocab_size``) and
+    classification heads with another label count (``id2label``/``label2id``). True if it changed."""
+    changed = False
+    labels = len(config["id2label"]) if isinstance(config.get("id2label"), dict) else config.get("num_labels", 2)
+    for name, shape in sorted(shapes.items()):
+        old = base.shape(name) if name in base else None
+        if len(shape) != 2 or old == shape:
+            continue
+        if old is not None and old[0] == config.get("vocab_size") and old[1:] == shape[1:]:
+            config["vocab_size"], changed = shape[0], True
+        elif name.endswith(HEAD_NAMES) and shape[0] != labels:
+            config["id2label"] = {str(i): f"LABEL_{i}" for i in range(shape[0])}
+            config["label2id"] = {f"LABEL_{i}": i for i in range(shape[0])}
+            config.pop("num_labels", None)
+            labels, changed = shape[0], True
+    return changed
 
 
 def _shard(plan, shard_bytes: int):

@@ -19,17 +19,21 @@ from pathlib import Path
 
 import torch
 
-from merge_core.adapters import load_adapter
-from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, Progress, merge_adapters
-from merge_core.errors import InvalidSpecError, SourceNotFoundError
+from merge_core.adapters import LoraAdapter, load_adapter
+from merge_core.base_model import BaseWeights
+from merge_core.engine import BATCH_ELEMENTS, MergedAdapter, OomPolicy, Progress, check_compatible, merge_adapters
+from merge_core.errors import BaseModelError, InvalidSpecError, RankRequiredError, SourceNotFoundError
+from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
-from merge_core.output import write_adapter
+from merge_core.output import DTYPES, save_tensors, write_adapter
 from merge_core.registry import ResolvedSpec, validate_spec
 from merge_core.spec import AdapterRef, MergeSpec
 
 DIAGNOSTICS_NAME = "merge_diagnostics.json"
 SPEC_NAME = "merge_spec.json"
+PER_ADAPTER_DIR = "per_adapter"  # output.full_weights = per_adapter: one folder per adapter that has its own
+PER_ADAPTER_WEIGHTS_NAME = "full_weights.safetensors"  # ... for merged_model output, keyed by parameter name
 
 
 @dataclass
@@ -57,6 +61,8 @@ class MergeOutcome:
     sources: list[dict]
     elapsed_s: float
     merged: MergedAdapter = field(repr=False)
+    full_weights: FullWeightsPlan = field(default_factory=FullWeightsPlan, repr=False)
+    bias_updates: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 def run_merge(
@@ -71,6 +77,7 @@ def run_merge(
     should_cancel: Callable[[], bool] | None = None,
     base_model_dir: Path | None = None,
     batch_elements: int = BATCH_ELEMENTS,
+    on_oom: OomPolicy = "cpu",
 ) -> MergeOutcome:
     """Merge ``spec.adapters`` into ``out_dir`` (created all at once, or not at all).
 
@@ -79,10 +86,11 @@ def run_merge(
         folders: one local folder per ``spec.adapters`` entry, in order (fetched and pinned by the
             caller); None reads each source as a folder path.
         base_model_dir: where to read ``output.base_model`` from, when the caller has staged or
-            checked it (the service); the spec's own path still goes into the provenance.
+            checked it (the service); the spec's own name still goes into the provenance.
         progress, should_cancel: called at every batch and inside long kernels; a True from
             ``should_cancel`` raises MergeCancelledError.
         batch_elements: largest batch of same-shaped modules, in factor elements (memory per batch).
+        on_oom: what a module does that does not fit in the device's memory alone (``merge_adapters``).
 
     Raises:
         MergeError: any of merge_core.errors (bad spec, adapter, source, or a diverging merge).
@@ -104,23 +112,41 @@ def run_merge(
         sources.append({"source": ref.source, "revision": resolved.revision, "weight": ref.weight})
         if progress is not None:
             progress("load", i + 1, len(spec.adapters))
+    base = _base_weights(spec, base_model_dir)
+    check_compatible(adapters, spec.base_model_check)
+    _check_dora_output(adapters, spec)
+    weights = [ref.weight for ref in spec.adapters]
+    full = plan_full_weights(adapters, spec.output.full_weights)
+    biases = merge_bias_updates(adapters, weights, method, params, base)
     merged = merge_adapters(
         adapters,
         method,
         params,
-        weights=[ref.weight for ref in spec.adapters],
+        weights=weights,
         rank=spec.output.rank,
         device=device,
         progress=progress,
         should_cancel=should_cancel,
         batch_elements=batch_elements,
+        base=base,
+        base_model_check=spec.base_model_check,
+        on_oom=on_oom,
     )
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        files = _write(spec, merged, adapters[0].config.get("task_type"), tmp, progress, base_model_dir)
-        card = render_model_card(spec, merged, sources, elapsed_s=time.monotonic() - started)
+        files = _write(spec, merged, adapters, full, biases, base, tmp, progress)
+        card = render_model_card(
+            spec,
+            merged,
+            sources,
+            elapsed_s=time.monotonic() - started,
+            full_weights=full.decisions,
+            biases=sorted(biases),
+            dora_modules=sum(m.dora for a in adapters for m in a.modules.values()),
+        )
         (tmp / "README.md").write_text(card)
-        (tmp / DIAGNOSTICS_NAME).write_text(json.dumps({"summary": merged.summary(), "modules": merged.diagnostics}, indent=1))
+        diagnostics = {"summary": merged.summary(), "modules": merged.diagnostics, "full_weights": full.decisions}
+        (tmp / DIAGNOSTICS_NAME).write_text(json.dumps(diagnostics, indent=1))
         provenance = {"spec": spec.model_dump(mode="json"), "sources": sources, "torch": torch.__version__}
         (tmp / SPEC_NAME).write_text(json.dumps(provenance, indent=2))
         files = sorted(set(files) | {"README.md", DIAGNOSTICS_NAME, SPEC_NAME})
@@ -129,11 +155,91 @@ def run_merge(
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return MergeOutcome(out_dir, files, merged.summary(), sources, time.monotonic() - started, merged)
+    return MergeOutcome(out_dir, files, merged.summary(), sources, time.monotonic() - started, merged, full, biases)
 
 
-def _write(spec: MergeSpec, merged: MergedAdapter, task_type, folder: Path, progress, base_model_dir: Path | None) -> list[str]:
+def _base_weights(spec: MergeSpec, base_model_dir: Path | None) -> BaseWeights | None:
+    """The base model's weights: the folder the caller staged (the service), or ``output.base_model`` read as
+    a folder (the CLI, the Python API), which has no revision to pin."""
+    if base_model_dir is not None:
+        return BaseWeights(base_model_dir)
+    if spec.output.base_model is None:
+        return None
+    if spec.output.base_model_revision is not None:
+        raise InvalidSpecError(
+            "output.base_model_revision pins a Hub base model, which the service fetches; here output.base_model is "
+            "read as a local folder, which has no revision: drop output.base_model_revision",
+            field="output.base_model_revision",
+        )
+    folder = Path(spec.output.base_model).expanduser()
+    if not folder.is_dir():
+        hint = " (Hub IDs are fetched by the service, not the CLI)" if not folder.is_absolute() else ""
+        raise BaseModelError(
+            f"base model folder {spec.output.base_model!r} does not exist{hint}", base_model=spec.output.base_model
+        )
+    return BaseWeights(folder)
+
+
+def _check_dora_output(adapters: Sequence[LoraAdapter], spec: MergeSpec) -> None:
+    dora = sum(m.dora for a in adapters for m in a.modules.values())
+    if dora and spec.output.kind == "adapter" and spec.output.rank is None:
+        raise RankRequiredError(
+            f"{dora} DoRA modules give full-rank updates (they rescale the base weight's rows): write a merged_model, or "
+            "set output.rank to truncate them to a LoRA (the error is reported per module as compression_error)"
+        )
+
+
+def _write(
+    spec: MergeSpec,
+    merged: MergedAdapter,
+    adapters: Sequence[LoraAdapter],
+    full: FullWeightsPlan,
+    biases: dict[str, torch.Tensor],
+    base: BaseWeights | None,
+    folder: Path,
+    progress: Progress | None,
+) -> list[str]:
     if spec.output.kind == "merged_model":
-        base = base_model_dir or Path(spec.output.base_model)
-        return write_merged_model(merged, base, folder, dtype=spec.output.dtype, progress=progress)
-    return write_adapter(merged, folder, dtype=spec.output.dtype, task_type=task_type)
+        files = write_merged_model(
+            merged,
+            base.folder,
+            folder,
+            dtype=spec.output.dtype,
+            progress=progress,
+            full_weights={name: w.tensor for name, w in full.shared.items()},
+            bias_updates=biases,
+            leave_out={name for own in full.per_adapter.values() for name in own},
+        )
+        for i, own in full.per_adapter.items():  # each adapter's own tensors, plus the merged update where one applies
+            tensors = {name: _with_update(merged, name, w.tensor).to(DTYPES[spec.output.dtype]) for name, w in own.items()}
+            (folder / PER_ADAPTER_DIR / str(i)).mkdir(parents=True)
+            save_tensors(tensors, folder / PER_ADAPTER_DIR / str(i) / PER_ADAPTER_WEIGHTS_NAME)
+            files.append(f"{PER_ADAPTER_DIR}/{i}/{PER_ADAPTER_WEIGHTS_NAME}")
+        return files
+    common = dict(dtype=spec.output.dtype, task_type=adapters[0].config.get("task_type"), bias_updates=biases, base=base)
+    files = write_adapter(
+        merged, folder, full_weights=full.shared, modules_to_save=_saved_modules(adapters, full.shared), **common
+    )
+    for i, own in full.per_adapter.items():
+        weights = {**full.shared, **own}
+        into = folder / PER_ADAPTER_DIR / str(i)
+        written = write_adapter(
+            merged, into, full_weights=weights, modules_to_save=_saved_modules([adapters[i]], weights), **common
+        )
+        files += [f"{PER_ADAPTER_DIR}/{i}/{name}" for name in written]
+    return files
+
+
+def _with_update(merged: MergedAdapter, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A full weight as the merged model would hold it: with the merged LoRA update of its layer added."""
+    module = name.removesuffix(".weight")
+    if name.endswith(".weight") and module in merged.names():
+        return (tensor.double() + merged.weight_delta(module)).contiguous()
+    return tensor.contiguous()
+
+
+def _saved_modules(adapters: Sequence[LoraAdapter], weights: dict) -> list[str] | None:
+    """The config's ``modules_to_save`` for an output that ships these full weights (None if none is a module copy)."""
+    if not any(w.kind == "modules_to_save" for w in weights.values()):
+        return None
+    return sorted({m for a in adapters for m in a.config.get("modules_to_save") or []})

@@ -51,6 +51,7 @@ class MergeMethod:
     factored: bool  # True: the result is exact low rank, so output.rank may be null ("exact_low_rank" in describe())
     summary: str
     comparison_only: bool = False
+    linear: bool = False  # the result is Σ c_i ΔW_i with fixed c_i: trained biases merge with the same c_i
 
     def parse_params(self, raw: dict[str, Any] | None) -> MethodParams:
         try:
@@ -71,6 +72,7 @@ class MergeMethod:
             "summary": self.summary,
             "exact_low_rank": self.factored,
             "comparison_only": self.comparison_only,
+            "linear_in_updates": self.linear,
             "params_schema": self.params_model.model_json_schema(),
         }
 
@@ -78,7 +80,9 @@ class MergeMethod:
 _METHODS: dict[str, MergeMethod] = {}
 
 
-def register(name: str, params: type[MethodParams], *, factored: bool, summary: str, comparison_only: bool = False):
+def register(
+    name: str, params: type[MethodParams], *, factored: bool, summary: str, comparison_only: bool = False, linear: bool = False
+):
     """Make ``kernel`` the merge method ``name``: ``@register("ties", TiesParams, factored=False, summary=...)``.
 
     Args:
@@ -87,6 +91,7 @@ def register(name: str, params: type[MethodParams], *, factored: bool, summary: 
         factored: True when the kernel returns the exact update as factors (no ``output.rank`` needed).
         summary: one line for ``/v1/methods`` and ``loramerge methods``.
         comparison_only: listed for benchmarks, not recommended for use.
+        linear: the result is ``λ Σ w_i ΔW_i`` (fixed coefficients), so biases trained beside the LoRA merge too.
 
     Raises:
         RuntimeError: ``name`` is already registered.
@@ -95,7 +100,7 @@ def register(name: str, params: type[MethodParams], *, factored: bool, summary: 
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")
-        _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only)
+        _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear)
         return kernel
 
     return decorate

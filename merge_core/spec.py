@@ -66,6 +66,8 @@ class OutputSpec(BaseModel):
     def _base_model_for_merged(self) -> OutputSpec:
         if self.kind == "merged_model" and not self.base_model:
             raise ValueError("output.base_model is required when output.kind is 'merged_model'")
+        if self.base_model_revision is not None and not self.base_model:
+            raise ValueError("output.base_model_revision needs output.base_model (the Hub ID it pins)")
         return self
 
 

@@ -60,6 +60,30 @@ def write_adapter_folder(
     return folder
 
 
+def write_base_model_folder(folder: Path, *, shapes: dict[str, tuple[int, int]] = SHAPES, seed: int = 0, shards: int = 1) -> Path:
+    """A base model folder for ``SHAPES`` (``<module>.weight`` plus a non-linear tensor), as
+    ``save_pretrained`` writes it: ``model.safetensors``, or ``shards`` files with
+    ``model.safetensors.index.json``; ``config.json`` and ``tokenizer_config.json`` beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    weights = {f"{name}.weight": torch.randn(*shape, generator=gen) for name, shape in shapes.items()}
+    weights["model.norm.weight"] = torch.ones(16)
+    names = sorted(weights)
+    if shards == 1:
+        save_file(weights, str(folder / "model.safetensors"))
+    else:
+        weight_map = {}
+        for k in range(shards):
+            file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+            part = {name: weights[name] for name in names[k::shards]}
+            save_file(part, str(folder / file))
+            weight_map.update(dict.fromkeys(part, file))
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "tiny", "seed": seed}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64}))
+    return folder
+
+
 def memory_adapter(
     shapes: dict[str, tuple[int, int]], rank: int, seed: int, *, scale: float = 1.0, dtype=torch.float64
 ) -> LoraAdapter:

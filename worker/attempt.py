@@ -120,6 +120,10 @@ class Attempt:
         self.check()
         self.store.set_sources(self.job_id, self.fence, sources)
 
+    def set_base_model(self, base_model: PinnedSource) -> None:
+        self.check()
+        self.store.set_base_model(self.job_id, self.fence, base_model)
+
     def before_publish(self) -> None:
         """The last check before anything leaves staging: this attempt still holds the job."""
         self.check()

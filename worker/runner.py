@@ -24,6 +24,7 @@ from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus,
 from jobs.request import MergeRequest
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
+from jobs.sources import check_base_model
 from jobs.store import JobStore
 from merge_core.errors import MergeCancelledError, MergeError
 from merge_core.pipeline import AdapterFolder, run_merge
@@ -32,6 +33,7 @@ from worker.attempt import Attempt
 from worker.errors import TransientError
 from worker.sinks import PublishContext, publish
 from worker.sources import FetchContext, fetch
+from worker.sources.hub import fetch_hub_base_model
 from worker.sources.local import Confinement, stage_base_model
 
 log = logging.getLogger("loramerge.worker")
@@ -119,13 +121,12 @@ class JobRunner:
         request = MergeRequest.model_validate(record.spec)
         spec = request.spec
         token = self._token(record)
-        folders = self._fetch(spec, attempt, staging, token)
+        ctx = self._fetch_context(attempt, token)
+        folders = self._fetch(spec, attempt, staging, ctx)
         with ExitStack() as held:
             base_model_dir = None
-            if spec.output.kind == "merged_model":  # confined again here: the record may predate these roots
-                attempt.check()
-                base = stage_base_model(spec.output.base_model, confinement=self.confinement, into=staging / "base_model")
-                base_model_dir = held.enter_context(base).path
+            if spec.output.base_model is not None:  # any output kind: DoRA adapters and trained biases read it too
+                base_model_dir, spec = self._stage_base_model(spec, attempt, staging / "base_model", ctx, held)
             attempt.stage = "merge"
             outcome = run_merge(
                 spec,
@@ -138,6 +139,7 @@ class JobRunner:
                 should_cancel=attempt.should_cancel,
                 base_model_dir=base_model_dir,
                 batch_elements=self.settings.merge_batch_elements,
+                on_oom=self.settings.oom_fallback,
             )
         attempt.before_publish()
         published = publish(
@@ -156,15 +158,12 @@ class JobRunner:
         log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, published.uri)
         return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
-    def _fetch(self, spec: MergeSpec, attempt: Attempt, staging: Path, token: str | None) -> list[AdapterFolder]:
-        """Every source into staging (or the Hub cache) before anything is merged, pinned and recorded
-        one by one; a cancel or a lost lease stops between files."""
-
+    def _fetch_context(self, attempt: Attempt, token: str | None) -> FetchContext:
         def check() -> None:
             if attempt.should_cancel():
                 raise MergeCancelledError("cancelled while fetching sources", stage="fetch")
 
-        ctx = FetchContext(
+        return FetchContext(
             allow_pickle=self.settings.allow_pickle,
             max_adapter_bytes=self.settings.max_adapter_bytes,
             hub_token=token,
@@ -173,10 +172,14 @@ class JobRunner:
             confinement=self.confinement,
             check=check,
         )
+
+    def _fetch(self, spec: MergeSpec, attempt: Attempt, staging: Path, ctx: FetchContext) -> list[AdapterFolder]:
+        """Every source into staging (or the Hub cache) before anything is merged, pinned and recorded
+        one by one; a cancel or a lost lease stops between files."""
         folders: list[AdapterFolder] = []
         pinned: list[PinnedSource] = []
         for index, ref in enumerate(spec.adapters):
-            check()
+            ctx.check()
             folder = fetch(ref, into=staging / "sources" / str(index), field=f"adapters[{index}].source", ctx=ctx)
             folders.append(folder)
             pinned.append(
@@ -185,6 +188,40 @@ class JobRunner:
             attempt.set_sources(pinned)
             attempt.progress("fetch", index + 1, len(spec.adapters))
         return folders
+
+    def _stage_base_model(
+        self, spec: MergeSpec, attempt: Attempt, into: Path, ctx: FetchContext, held: ExitStack
+    ) -> tuple[Path, MergeSpec]:
+        """Stage ``output.base_model`` for merge_core and record it (``JobRecord.base_model``).
+
+        A Hub ID is pinned to a commit sha and its files fetched one at a time into the Hub cache; the
+        spec handed to merge_core then carries that sha as ``output.base_model_revision`` (so
+        merge_spec.json and the model card name the exact commit). A local folder is confined again here
+        (the record may predate these roots) and staged as links to open, checked descriptors."""
+        output = spec.output
+        confinement = self.confinement
+        kind = check_base_model(
+            output.base_model,
+            output.base_model_revision,
+            local_roots=confinement.roots,
+            data_dir=confinement.data_dir,
+            symlinks=confinement.symlinks,
+        )
+        attempt.progress("fetch_base_model", 0, 1)
+        if kind == "hub":
+            fetched = fetch_hub_base_model(
+                output.base_model, output.base_model_revision, into=into, ctx=ctx, progress=attempt.progress
+            )
+            attempt.set_base_model(
+                PinnedSource(source=output.base_model, requested_revision=output.base_model_revision, revision=fetched.revision)
+            )
+            pinned = output.model_copy(update={"base_model_revision": fetched.revision})
+            return fetched.path, spec.model_copy(update={"output": pinned})
+        ctx.check()
+        staged = held.enter_context(stage_base_model(output.base_model, confinement=confinement, into=into))
+        attempt.set_base_model(PinnedSource(source=output.base_model))
+        attempt.progress("fetch_base_model", 1, 1)
+        return staged.path, spec
 
     def _token(self, record: JobRecord) -> str | None:
         if record.hub_token_enc:

@@ -7,6 +7,11 @@ For blocks ``X_i`` (rows of the stacked ``X``) we minimize
 matrix ``G = X̃ X̃ᵀ``: per-step cost ``O(R³)``, flat in the hidden size ``d``. Only the Gram product and
 the final ``(I + Z) X̃`` touch ``d``. The literal dense
 descent, for tests, is ``support.references.orthogonalize_dense``.
+
+Early stop (``tol``): every ``CHECK_EVERY`` steps each module's last step ``‖ΔZ‖/‖I + Z‖`` is compared
+with the one ``CHECK_EVERY`` steps before; their ratio gives the per-step contraction ``ρ``, and the
+movement still to come is at most ``step · min(steps left, ρ / (1 − ρ))`` if the contraction holds. A
+module whose bound is under ``tol`` stops there and leaves the batch, so later steps cost less.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class OrthoStats:
     overlap_before: torch.Tensor  # (N,) Σ_{i<j} ‖X̃_i X̃_jᵀ‖²
     overlap_after: torch.Tensor  # (N,)
     max_perturbation: torch.Tensor  # (N,) max_i ‖δ_i‖_F (of the normalized block)
+    steps_run: torch.Tensor  # (N,) descent steps each module took before its early stop (all of them without)
 
 
 def block_ids(ranks: list[int], device: torch.device) -> torch.Tensor:
@@ -55,27 +61,50 @@ def orthogonalize(
     steps: int,
     lr: float,
     mu: float,
+    tol: float = 0.0,
     on_steps: Callable[[int], None] | None = None,
 ):
     """Orthogonalize the blocks of ``X (N, R, d)`` with ``R = Σ ranks``; returns ``(X̂, OrthoStats)``.
 
-    ``on_steps(done)`` is called every ``CHECK_EVERY`` steps or ``CHECK_EVERY_S`` seconds, whichever comes
-    first, and after the last step: the caller reports progress there and may raise to stop (a cancel),
-    which abandons the descent."""
+    ``tol`` > 0 stops each module's descent once the movement still to come is bounded below ``tol``
+    (relative to ``I + Z``); 0 runs every step. ``on_steps(done)`` is called every ``CHECK_EVERY`` steps or
+    ``CHECK_EVERY_S`` seconds, whichever comes first, and after the last step: the caller reports progress
+    there and may raise to stop (a cancel), which abandons the descent."""
     ids = block_ids(ranks, X.device)
     X_tilde, norms, row_norm = _normalize(X, ids, len(ranks))
     off = (ids.unsqueeze(0) != ids.unsqueeze(1)).to(X.dtype)  # 1 where rows belong to different blocks
     gram = X_tilde @ X_tilde.transpose(-1, -2)  # (N, R, R)
     eye = torch.eye(gram.shape[-1], dtype=X.dtype, device=X.device)
     Z = torch.zeros_like(gram)
+    steps_run = torch.full((X.shape[0],), steps, dtype=torch.long)
+    active = torch.arange(X.shape[0], device=X.device)  # modules still descending
+    Z_active, gram_active, moved_before = Z, gram, None
     last = time.monotonic()
     for step in range(1, steps + 1):
-        M = eye + Z
-        P = M @ gram @ M.transpose(-1, -2)  # Y Yᵀ
-        Z = Z - lr * (2 * (P * off) @ M + 2 * mu * Z)
+        M = eye + Z_active
+        P = M @ gram_active @ M.transpose(-1, -2)  # Y Yᵀ
+        update = lr * (2 * (P * off) @ M + 2 * mu * Z_active)
+        Z_active = Z_active - update
+        if tol > 0 and step % CHECK_EVERY == 0 and step < steps:
+            moved = update.norm(dim=(-1, -2)) / (eye + Z_active).norm(dim=(-1, -2))
+            if moved_before is not None:
+                rho = (moved / moved_before.clamp_min(torch.finfo(moved.dtype).tiny)) ** (1 / CHECK_EVERY)
+                horizon = torch.where(rho < 1, rho / (1 - rho).clamp_min(1e-12), torch.full_like(rho, float(steps)))
+                done_now = moved * horizon.clamp(max=steps - step) < tol
+                if done_now.any():
+                    Z[active] = Z_active
+                    steps_run[active[done_now].cpu()] = step
+                    keep = ~done_now
+                    active, Z_active, gram_active, moved = active[keep], Z_active[keep], gram_active[keep], moved[keep]
+            moved_before = moved
+            if active.numel() == 0:
+                break
         if on_steps is not None and (step % CHECK_EVERY == 0 or step == steps or time.monotonic() - last >= CHECK_EVERY_S):
             on_steps(step)
             last = time.monotonic()
+    Z[active] = Z_active
+    if on_steps is not None and active.numel() == 0:
+        on_steps(steps)  # every module stopped early: the descent is done
     M = eye + Z
     P_final = M @ gram @ M.transpose(-1, -2)
     perturbation = _block_sums(torch.diagonal(Z @ gram @ Z.transpose(-1, -2), dim1=-2, dim2=-1), ids, len(ranks))
@@ -83,5 +112,6 @@ def orthogonalize(
         overlap_before=0.5 * ((gram * off) ** 2).sum((-1, -2)),
         overlap_after=0.5 * ((P_final * off) ** 2).sum((-1, -2)),
         max_perturbation=perturbation.clamp_min(0).sqrt().amax(-1),
+        steps_run=steps_run,
     )
     return row_norm * (M @ X_tilde), stats

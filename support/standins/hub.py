@@ -2,7 +2,8 @@
 
 Repos live in memory as commits of ``{path: bytes}``. Private repos need a token from ``tokens``.
 ``fail(method, path_part, status, times)`` injects errors (5xx for retry tests). Every Authorization
-header seen is kept in ``seen_tokens`` so tests can prove the per-job token was really sent.
+header seen is kept in ``seen_tokens`` so tests can prove the per-job token was really sent, and every
+request as ``(method, path)`` in ``requests`` so they can tell which files were fetched.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class HubStandIn:
         self.repos: dict[str, Repo] = {}
         self.tokens = tokens or set()
         self.seen_tokens: list[str] = []
+        self.requests: list[tuple[str, str]] = []
         self.commit_messages: list[str] = []
         self._faults: list[list] = []
         self._lock = threading.Lock()
@@ -68,6 +70,15 @@ class HubStandIn:
         repo = self.repos.setdefault(repo_id, Repo(private=private))
         return repo.commit(files, "initial")
 
+    def fetched(self, repo_id: str) -> list[str]:
+        """The files of ``repo_id`` downloaded so far (GET on ``resolve``), in order."""
+        prefix = f"/{repo_id}/resolve/"
+        return [
+            path.removeprefix(prefix).split("/", 1)[1]
+            for method, path in self.requests
+            if method == "GET" and path.startswith(prefix)
+        ]
+
     # -- HTTP ----------------------------------------------------------------------------------
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -75,6 +86,7 @@ class HubStandIn:
 
         @app.middleware("http")
         async def faults_and_tokens(request: Request, call_next):
+            hub.requests.append((request.method, request.url.path))
             auth = request.headers.get("authorization")
             if auth:
                 hub.seen_tokens.append(auth.removeprefix("Bearer "))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.schemas import MergeCreate
-from app.submission import fingerprint
+from app.submission import fingerprint, stored_spec
 from jobs.queue import route
 from jobs.request import MergeRequest
 from jobs.settings import Settings
@@ -52,13 +52,24 @@ def test_the_request_is_the_library_spec_plus_service_fields():
         "params": {"density": 0.3},
         "output": {"rank": 4, "destination": "hf://x/y", "private": False},
     }
-    stored = MergeCreate.model_validate(body).model_dump(mode="json")
-    library = {"kind": "adapter", "rank": 4, "dtype": "float32", "base_model": None}
+    stored = stored_spec(MergeCreate.model_validate(body))
+    assert "notify" not in stored  # a service field left out stays out of the record
+    library = {
+        "kind": "adapter",
+        "rank": 4,
+        "dtype": "float32",
+        "base_model": None,
+        "base_model_revision": None,
+        "full_weights": "error",
+    }
     assert stored["output"] == {**library, "destination": "hf://x/y", "private": False}
     request = MergeRequest.model_validate(stored)
     assert (request.output.destination, request.output.private) == ("hf://x/y", False)
     assert request.spec.model_dump(mode="json") == {**stored, "output": library}
     assert fingerprint(request) == "94556b0a5d3de50a74cc277a02d321e4"  # unchanged: earlier Idempotency-Keys still match
+    changed = MergeRequest.model_validate({**stored, "output": {**stored["output"], "full_weights": "first"}})
+    assert fingerprint(changed) != fingerprint(request)  # a later field counts once it is set
+    assert fingerprint(MergeRequest.model_validate({**stored, "base_model_check": "same_shapes"})) != fingerprint(request)
 
 
 @pytest.mark.parametrize(

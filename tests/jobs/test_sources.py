@@ -12,6 +12,7 @@ from jobs.sources import (
     InvalidDestinationError,
     InvalidSourceError,
     LocalPathNotAllowedError,
+    check_base_model,
     check_source,
     confine,
     destination_kind,
@@ -110,3 +111,26 @@ def test_symlink_policy_and_data_dir(world, tmp_path):
         confine(str(inner_data), [roots], field=FIELD, data_dir=inner_data)
     with pytest.raises(LocalPathNotAllowedError, match="data directory"):
         confine(str(roots), [roots], field=FIELD, data_dir=roots)
+
+
+# -- base models (issue 13) ------------------------------------------------------------------------
+def test_base_model_follows_the_source_rules(world):
+    roots = world[0]
+    (roots / "base").mkdir()
+    assert check_base_model("org/base", "v1.0", local_roots=[]) == "hub"
+    assert check_base_model(str(roots / "base"), None, local_roots=[roots]) == "local"
+    with pytest.raises(InvalidSourceError, match=r"output\.base_model: .*not a Hub ID"):
+        check_base_model("org/../base", None, local_roots=[roots])
+    with pytest.raises(InvalidSourceError, match=r"output\.base_model_revision: revision 'main\\n'"):
+        check_base_model("org/base", "main\n", local_roots=[roots])
+    with pytest.raises(LocalPathNotAllowedError, match=r"output\.base_model: .*outside the allowed local roots"):
+        check_base_model("/etc", None, local_roots=[roots])
+    with pytest.raises(InvalidSourceError, match=r"output\.base_model: .*s3:// is not supported"):
+        check_base_model("s3://bucket/base", None, local_roots=[roots])
+
+
+def test_a_revision_goes_only_with_a_hub_base_model(world):
+    roots = world[0]
+    with pytest.raises(InvalidSourceError, match=r"output\.base_model_revision: only a Hub base model has a revision") as caught:
+        check_base_model(str(roots / "base"), "main", local_roots=[roots])
+    assert caught.value.details == {"field": "output.base_model_revision"}

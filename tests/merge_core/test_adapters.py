@@ -114,10 +114,14 @@ def test_size_limit(tmp_path):
 @pytest.mark.parametrize(
     ("config", "error"),
     [
-        ({"use_dora": True}, errors.UnsupportedAdapterError),
-        ({"bias": "all"}, errors.UnsupportedAdapterError),
+        ({"enable_lora": [True, False, True]}, errors.UnsupportedAdapterError),
+        ({"use_qalora": True}, errors.UnsupportedAdapterError),
+        ({"trainable_token_indices": [5, 6]}, errors.UnsupportedAdapterError),
+        ({"layer_replication": [[0, 2]]}, errors.UnsupportedAdapterError),
         ({"peft_type": "IA3"}, errors.UnsupportedAdapterError),
-        ({"modules_to_save": ["lm_head"]}, errors.UnsupportedAdapterError),
+        ({"peft_type": "PROMPT_TUNING"}, errors.UnsupportedAdapterError),
+        ({"bias": "some"}, errors.InvalidAdapterConfigError),
+        ({"modules_to_save": "lm_head"}, errors.InvalidAdapterConfigError),
         ({"r": -1}, errors.InvalidAdapterConfigError),
         ({"r": 8}, errors.RankMismatchError),  # tensors have rank 4
     ],
@@ -147,17 +151,74 @@ def _tensors(extra=None, drop=None, a_rank=4, b_rank=4, value=None):
         (_tensors(drop=[f"base_model.model.{Q}.lora_B.weight"]), errors.RankMismatchError),
         (_tensors(value=float("nan")), errors.NonFiniteError),
         (_tensors(value=float("inf")), errors.NonFiniteError),
-        (_tensors(extra={f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(24)}), errors.UnsupportedAdapterError),
-        (_tensors(extra={"base_model.model.embed.lora_embedding_A": torch.ones(4, 9)}), errors.UnsupportedAdapterError),
-        (_tensors(extra={f"base_model.model.{Q}.lora_B.bias": torch.ones(24)}), errors.UnsupportedAdapterError),
-        (_tensors(extra={"base_model.model.lm_head.weight": torch.ones(3, 3)}), errors.UnsupportedAdapterError),
+        (_tensors(extra={f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(23)}), errors.ShapeMismatchError),
+        (_tensors(extra={"base_model.model.other.lora_magnitude_vector": torch.ones(24)}), errors.RankMismatchError),
+        (_tensors(extra={f"base_model.model.{Q}.lora_B.bias": torch.ones(3)}), errors.ShapeMismatchError),
+        (_tensors(extra={"base_model.model.embed.lora_embedding_A": torch.ones(4, 9)}), errors.RankMismatchError),
+        (
+            _tensors(
+                extra={
+                    "base_model.model.embed.lora_embedding_A": torch.ones(4, 9),
+                    "base_model.model.embed.lora_embedding_B": torch.ones(16, 4),
+                    "base_model.model.embed.lora_magnitude_vector": torch.ones(16),
+                }
+            ),
+            errors.UnsupportedAdapterError,
+        ),
+        (
+            _tensors(extra={"base_model.model.embed.token_adapter.trainable_tokens_delta": torch.ones(2, 16)}),
+            errors.UnsupportedAdapterError,
+        ),
+        (_tensors(extra={f"base_model.model.{Q}.lora_E": torch.ones(4, 1)}), errors.UnsupportedAdapterError),
+        (
+            _tensors(
+                extra={
+                    "base_model.model.conv.lora_A.weight": torch.ones(4, 3, 1, 1),
+                    "base_model.model.conv.lora_B.weight": torch.ones(5, 4, 1, 1),
+                }
+            ),
+            errors.UnsupportedAdapterError,
+        ),
         ({}, errors.UnsupportedAdapterError),
     ],
 )
 def test_tensor_errors(tmp_path, tensors, error):
+    dora = {"use_dora": any("lora_magnitude_vector" in key for key in tensors)}
     with pytest.raises(error) as exc:
-        load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors))
+        load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors, config=dora))
     assert exc.value.code == error.code and exc.value.message
+
+
+@pytest.mark.parametrize("use_dora", [True, False])
+def test_a_dora_flag_that_disagrees_with_the_weights_is_refused(tmp_path, use_dora):
+    extra = {} if use_dora else {f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(24)}
+    with pytest.raises(errors.InvalidAdapterConfigError, match="use_dora") as exc:
+        load_adapter(write_adapter_folder(tmp_path / "a", tensors=_tensors(extra=extra), config={"use_dora": use_dora}))
+    assert exc.value.details["field"] == "use_dora"
+
+
+def test_what_peft_saves_beside_the_factors_is_kept_for_what_it_is(tmp_path):
+    tensors = _tensors(
+        extra={
+            f"base_model.model.{Q}.lora_magnitude_vector": torch.ones(24),
+            f"base_model.model.{Q}.lora_B.bias": torch.full((24,), 2.0),
+            "base_model.model.embed.lora_embedding_A": torch.randn(4, 9),
+            "base_model.model.embed.lora_embedding_B": torch.randn(16, 4),
+            "base_model.model.embed.base_layer.weight": torch.randn(9, 16),
+            "base_model.model.score.weight": torch.randn(3, 16),
+            "base_model.model.score.original_module.weight": torch.randn(3, 16),
+            "base_model.model.body.dense.bias": torch.randn(16),
+        }
+    )
+    config = {"modules_to_save": ["score"], "bias": "all", "use_dora": True}
+    adapter = load_adapter(write_adapter_folder(tmp_path / "a", tensors=tensors, config=config))
+    q, embed = adapter.modules[Q], adapter.modules["embed"]
+    assert q.dora and torch.equal(q.bias, torch.full((24,), 2.0)) and not q.embedding
+    raw_a, raw_b = tensors["base_model.model.embed.lora_embedding_A"], tensors["base_model.model.embed.lora_embedding_B"]
+    assert embed.embedding and embed.shape == (9, 16)  # the embedding weight's own shape
+    assert torch.allclose(embed.B @ embed.A, (raw_b @ raw_a).T)  # PEFT: ΔW = (B A)ᵀ · s
+    kinds = {name: w.kind for name, w in adapter.full_weights.items()}
+    assert kinds == {"embed.weight": "saved_base_layer", "score.weight": "modules_to_save", "body.dense.bias": "trained_bias"}
 
 
 def test_missing_folder_and_missing_config(tmp_path):
@@ -171,8 +232,10 @@ def test_missing_folder_and_missing_config(tmp_path):
 def test_incompatible_adapters(tmp_path):
     a = load_adapter(write_adapter_folder(tmp_path / "a"))
     other_base = load_adapter(write_adapter_folder(tmp_path / "b", config={"base_model_name_or_path": "other"}))
-    with pytest.raises(errors.BaseModelMismatchError, match="other"):
+    with pytest.raises(errors.BaseModelMismatchError, match="other") as exc:
         check_compatible([a, other_base])
+    assert "base_model_check" in exc.value.message
+    check_compatible([a, other_base], "same_shapes")
     wider = load_adapter(write_adapter_folder(tmp_path / "c", shapes={Q: (24, 20)}))
     with pytest.raises(errors.ShapeMismatchError, match="q_proj"):
         check_compatible([a, wider])

@@ -176,3 +176,30 @@ def test_do_merging_reports_orthogonalize_steps_of_both_descents():
     assert len(ortho) == len([a for a in seen if a[0] == "orthogonalize"]) and ortho.count(40) == 2
     assert {10, 20, 30} <= set(ortho)
     assert seen[-1] == ("merge", len(SHAPES), len(SHAPES))
+
+
+@pytest.mark.parametrize(("mu", "shared"), [(1.0, 0.0), (1.0, 0.5), (0.3, 0.2), (0.01, 0.5)])
+def test_early_stop_stays_within_1e6_of_the_full_descent(mu, shared):
+    torch.manual_seed(3)
+    n, r, d = 4, 8, 256
+    X = torch.randn(5, n * r, d, dtype=torch.float64) / d**0.5 + shared * torch.randn(5, 1, d, dtype=torch.float64) / d**0.5
+    full, full_stats = orthogonalize(X, [r] * n, steps=300, lr=0.1, mu=mu)
+    fast, stats = orthogonalize(X, [r] * n, steps=300, lr=0.1, mu=mu, tol=1e-7)
+    relative = ((fast - full).norm(dim=(-1, -2)) / full.norm(dim=(-1, -2))).max()
+    assert relative <= 1e-6, float(relative)
+    assert full_stats.steps_run.tolist() == [300] * 5
+    if mu >= 0.3:  # a strong penalty contracts fast: the descent settles long before 300 steps
+        assert stats.steps_run.max() < 300
+
+
+def test_do_merging_reports_the_steps_it_saved():
+    do = get_method("do_merging")
+    merged = merge_adapters(make_adapters(), do, do.parse_params({"ortho_mu": 1.0, "ortho_steps": 400}), dtype=torch.float64)
+    saved = [d["ortho_steps_saved"] for d in merged.diagnostics.values()]
+    assert all(0 < s < 800 for s in saved), saved
+    exact = merge_adapters(
+        make_adapters(), do, do.parse_params({"ortho_mu": 1.0, "ortho_steps": 400, "ortho_tol": 0}), dtype=torch.float64
+    )
+    assert all(d["ortho_steps_saved"] == 0 for d in exact.diagnostics.values())
+    for name in merged.modules:
+        assert torch.allclose(merged.delta(name), exact.delta(name), rtol=0, atol=1e-6 * exact.delta(name).norm())

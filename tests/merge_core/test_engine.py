@@ -1,17 +1,20 @@
 """Engine behaviour a caller relies on: progress per batch (and per few steps inside an iterating kernel),
 cancel at a module boundary or at a kernel's checkpoint, batching."""
 
+import dataclasses
 import time
 
 import pytest
 import torch
 
+from merge_core import errors
 from merge_core.engine import merge_adapters
 from merge_core.errors import MergeCancelledError
 from merge_core.registry import get_method
 from support.factories import memory_adapter
 
 SHAPES = {f"l{i}.{m}": shape for i in range(4) for m, shape in (("q", (24, 16)), ("up", (40, 16)))}
+SHAPES_OOM = {f"l{i}.q": (24, 16) for i in range(5)}
 
 
 def test_progress_reaches_the_total_and_batches_do_not_change_the_result():
@@ -67,3 +70,49 @@ def test_cancel_lands_inside_a_long_orthogonalization():
     # the batch-boundary check, then one check and one progress line per 10 descent steps (or per 0.2 s)
     assert len(seen) == 4 and all(stage == "orthogonalize" and total == 20_000 for stage, _, total in seen)
     assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen) and seen[-1][1] <= 40
+
+
+def test_a_batch_that_runs_out_of_device_memory_is_split_and_gives_the_same_result(monkeypatch):
+    import merge_core.engine as engine
+
+    adapters = [memory_adapter(SHAPES_OOM, rank=4, seed=s) for s in (1, 2)]
+    method = get_method("do_merging")
+    params = method.parse_params({})
+    expected = merge_adapters(adapters, method, params)
+    sizes = []
+    real_kernel = method.kernel
+
+    def small_device(batch, p):  # a device that holds one module at a time
+        sizes.append(len(batch.names))
+        if len(batch.names) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_kernel(batch, p)
+
+    monkeypatch.setattr(engine, "_plan_batches", lambda *a: [(sorted(SHAPES_OOM), [(0, False), (1, False)])])
+    got = merge_adapters(adapters, dataclasses.replace(method, kernel=small_device), params)
+    assert sizes[0] == len(SHAPES_OOM) and sizes.count(1) == len(SHAPES_OOM)
+    for name in SHAPES_OOM:
+        torch.testing.assert_close(got.delta(name), expected.delta(name))
+
+
+def test_a_module_that_never_fits_fails_typed_or_falls_back_to_the_cpu():
+    from merge_core.engine import run_guarded
+
+    calls = []
+
+    def run(names, device):
+        calls.append((tuple(names), device.type))
+        if device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    run_guarded(run, ["a", "b"], torch.device("cuda"), "cpu")  # only builds a device object: no CUDA call
+    assert calls == [(("a", "b"), "cuda"), (("a",), "cuda"), (("a",), "cpu"), (("b",), "cuda"), (("b",), "cpu")]
+    with pytest.raises(errors.DeviceOutOfMemoryError) as exc:
+        run_guarded(run, ["a"], torch.device("cuda"), "fail")
+    assert exc.value.code == "device_out_of_memory" and "LORAMERGE_OOM_FALLBACK" in exc.value.message
+
+    def always(names, device):
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(errors.DeviceOutOfMemoryError):  # on the CPU there is nowhere to fall back to
+        run_guarded(always, ["a"], torch.device("cpu"), "cpu")
