@@ -10,14 +10,19 @@ Events are derived from the record before and after a write (``derive``):
 - ``job.accepted``          created (queue, method)
 - ``job.started``           claimed by a worker (attempt, worker), a take-over included
 - ``job.source_pinned``     one more source fetched and pinned (index, source, revision)
-- ``job.stage``             the progress stage changed (fetch, merge, orthogonalize, publish, ...)
-- ``job.progress``          modules done/total, at most one per ``webhook_progress_interval_s`` (and the last)
-- ``job.retrying``          back to the queue for another attempt (reason, attempt, not_before)
+- ``job.stage``             the progress stage changed (fetch, merge, orthogonalize, publish, ...): each one
+- ``job.progress``          modules done/total changed, at most one per ``webhook_progress_interval_s``
+                            after the job's last ``job.stage`` or ``job.progress`` (later ones are dropped)
+- ``job.retrying``          another attempt follows (reason, attempt, not_before): back to the queue after a
+                            transient error or a lost worker, or a worker took over a job whose holder is gone
+                            (then right before that attempt's ``job.started``, reason ``worker lost``)
 - ``job.cancel_requested``  a client asked a running job to stop
 - ``job.succeeded`` | ``job.failed`` | ``job.cancelled``   the outcome (result or error)
 
 Webhook event names (``notify.events``) map onto them: queued (accepted, retrying), started,
-progress (stage, progress), succeeded, failed, cancelled.
+progress (stage, progress), succeeded, failed, cancelled. A job sends at most one ``progress`` webhook
+per ``webhook_progress_interval_s``, whether a stage change or modules done called for it; one called
+for sooner is dropped, not delayed (the next one, or the outcome, carries the job's state then).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ PREFIX = "lm:"
 STREAM_MAXLEN = 10_000
 OUTBOX_KEY = f"{PREFIX}wh:outbox"
 CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_STREAM_PART = 2**64 - 1  # both parts of a Redis stream id are unsigned 64-bit integers
 
 WEBHOOK_EVENT = {
     "job.accepted": "queued",
@@ -80,11 +86,16 @@ class Emission:
 
 def derive(old: JobRecord | None, new: JobRecord, *, progress_interval_s: float) -> list[tuple[str, dict[str, Any]]]:
     """The events of the write ``old -> new`` (``old`` None: the job was created). Sets
-    ``new.progress_event_at`` when it logs a progress event (coalescing)."""
+    ``new.progress_event_at`` when it logs a ``job.stage`` or ``job.progress`` event (coalescing)."""
     if old is None:
         return [("job.accepted", {"queue": new.queue, "method": new.spec.get("method", "")})]
     events: list[tuple[str, dict[str, Any]]] = []
     moved = new.status != old.status
+    if new.status == JobStatus.running and old.status == JobStatus.running and new.attempts != old.attempts:
+        # a take-over: the holder of the last attempt is gone (killed, frozen past its lease)
+        events.append(
+            ("job.retrying", {"reason": "worker lost", "attempt": old.attempts, "not_before": None, "worker": old.worker})
+        )
     if new.status == JobStatus.running and (old.status != JobStatus.running or new.attempts != old.attempts):
         events.append(("job.started", {"attempt": new.attempts, "worker": new.worker}))
     for index in range(len(old.sources), len(new.sources)):
@@ -101,7 +112,7 @@ def derive(old: JobRecord | None, new: JobRecord, *, progress_interval_s: float)
             new.progress_event_at = now()
         elif (progress.done, progress.total) != (old.progress.done, old.progress.total):
             last = new.progress_event_at or 0.0
-            if progress.done >= progress.total or now() - last >= progress_interval_s:
+            if now() - last >= progress_interval_s:
                 events.append(("job.progress", progress.model_dump()))
                 new.progress_event_at = now()
     if new.status in TERMINAL and old.status not in TERMINAL:
@@ -115,7 +126,8 @@ def derive(old: JobRecord | None, new: JobRecord, *, progress_interval_s: float)
 
 
 def emission(old: JobRecord | None, new: JobRecord, *, progress_interval_s: float) -> Emission:
-    """The events of a write and the webhook deliveries they call for (``new.notify``)."""
+    """The events of a write and the webhook deliveries they call for (``new.notify``). Sets
+    ``new.progress_webhook_at`` when it queues a ``progress`` webhook (coalescing)."""
     out = Emission(events=derive(old, new, progress_interval_s=progress_interval_s))
     if new.notify is None:
         return out
@@ -125,8 +137,10 @@ def emission(old: JobRecord | None, new: JobRecord, *, progress_interval_s: floa
         webhook = WEBHOOK_EVENT.get(kind)
         if webhook is None or webhook not in wanted:
             continue
-        if webhook == "progress" and any(d["event"] == "progress" for d in out.deliveries):
-            continue  # one progress webhook per write
+        if webhook == "progress":  # at most one per interval, for a stage change or modules done alike
+            if now() - (new.progress_webhook_at or 0.0) < progress_interval_s:
+                continue
+            new.progress_webhook_at = now()
         snapshot = snapshot or JobPublic.of(new).model_dump(mode="json")
         msg_id = "msg_" + uuid.uuid4().hex
         created = now()
@@ -178,14 +192,27 @@ def entry(stream_id: str, fields: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def after(cursor: str) -> str:
-    """The smallest stream id greater than ``cursor`` (an exclusive start for XRANGE)."""
-    ms, _, seq = cursor.partition("-")
-    return f"{ms}-{int(seq) + 1}"
+def valid_cursor(value: str) -> bool:
+    """A stream id Redis takes: ``ms-seq``, both parts unsigned 64-bit integers."""
+    if not CURSOR.match(value):
+        return False
+    ms, _, seq = value.partition("-")
+    return int(ms) <= MAX_STREAM_PART and int(seq) <= MAX_STREAM_PART
+
+
+def after(cursor: str) -> str | None:
+    """The smallest stream id greater than ``cursor`` (an exclusive start for XRANGE); None after the
+    greatest id there is."""
+    ms, seq = (int(part) for part in cursor.split("-", 1))
+    if seq < MAX_STREAM_PART:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < MAX_STREAM_PART else None
 
 
 def read(client, job_id: str, *, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
     """Entries after ``cursor`` (all from the start when None), oldest first, and whether more follow."""
     start = after(cursor) if cursor else "-"
+    if start is None:
+        return [], False
     rows = client.xrange(events_key(job_id), min=start, max="+", count=limit + 1)
     return [entry(i, f) for i, f in rows[:limit]], len(rows) > limit

@@ -117,4 +117,9 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     hub_token_enc: str | None = None
     notify: NotifyTarget | None = None
-    progress_event_at: float | None = Field(default=None, description="When the last `progress` event was logged (coalescing).")
+    progress_event_at: float | None = Field(
+        default=None, description="When the last `job.stage` or `job.progress` event was logged (coalescing)."
+    )
+    progress_webhook_at: float | None = Field(
+        default=None, description="When the last `progress` webhook was queued (coalescing)."
+    )

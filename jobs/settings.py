@@ -101,13 +101,23 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="`tenant=url,tenant2=url2`: a tenant's default webhook for jobs without `notify` (terminal events).",
     )
-    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Time limit of one webhook delivery attempt.")
+    webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time limit of one webhook delivery attempt, by the clock: resolving, connecting, sending and reading the answer's headers together.",
+    )
     webhook_retry_window_s: float = Field(
-        default=86400.0, gt=0, description="A webhook delivery is retried (exponential backoff, jitter) this long, then failed."
+        default=86400.0,
+        gt=0,
+        description="A webhook delivery is retried (exponential backoff, jitter) this long, the last attempt at its end, then failed.",
     )
     webhook_backoff_s: float = Field(default=1.0, gt=0, description="First webhook retry delay; doubles, capped at an hour.")
     webhook_progress_interval_s: float = Field(
-        default=5.0, ge=0, description="Least time between two `progress` events (event log and webhooks) of one job."
+        default=5.0,
+        ge=0,
+        description="Least time between two `progress` webhooks of one job (stage changes and modules done alike), "
+        "and between `job.progress` events of its log (each stage change is logged).",
     )
     webhook_secret_grace_s: float = Field(
         default=86400.0, ge=0, description="After a rotation, deliveries are signed with the old secret too for this long."

@@ -16,6 +16,7 @@ This module imports nothing of the service, so a receiver (or the Python client)
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -28,7 +29,13 @@ DEFAULT_TOLERANCE_S = 300
 
 
 class WebhookVerificationError(ValueError):
-    """The headers are missing, the timestamp is too old or too new, or no signature matches."""
+    """The delivery cannot be trusted: a header is missing, the timestamp is too old or too new, no
+    signature matches, or the body is not JSON. A receiver answers 400 (or drops it)."""
+
+
+class WebhookSecretError(WebhookVerificationError):
+    """The secret given to check with is not a webhook secret (``whsec_`` and base64): a receiver's
+    configuration error, raised before any signature is compared."""
 
 
 def new_secret() -> str:
@@ -36,9 +43,15 @@ def new_secret() -> str:
 
 
 def _key(secret: str) -> bytes:
-    if not secret.startswith(PREFIX):
-        raise ValueError("a webhook secret starts with whsec_")
-    return base64.b64decode(secret[len(PREFIX) :])
+    if not isinstance(secret, str) or not secret.startswith(PREFIX):
+        raise WebhookSecretError("not a webhook secret: it starts with whsec_ (as GET /v1/webhook-secret answers it)")
+    try:
+        key = base64.b64decode(secret[len(PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookSecretError("not a webhook secret: the part after whsec_ is not base64") from None
+    if not key:
+        raise WebhookSecretError("not a webhook secret: nothing follows whsec_")
+    return key
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -70,7 +83,14 @@ def verify_webhook(
     now: float | None = None,
 ) -> dict:
     """Check a delivery and return its JSON body. ``secret``: one ``whsec_`` secret or several (a
-    receiver keeps the old one while it switches). Header names are matched case-insensitively."""
+    receiver keeps the old one while it switches). Header names are matched case-insensitively.
+    Every refusal raises ``WebhookVerificationError``: a malformed secret too (``WebhookSecretError``,
+    a subclass), and a signed body that is not JSON."""
+    candidates = [secret] if isinstance(secret, str) else list(secret)
+    if not candidates:
+        raise WebhookSecretError("no secret to check the signature with")
+    for candidate in candidates:
+        _key(candidate)  # a malformed secret is said first, whatever the delivery holds
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
         msg_id, stamp, header = lowered["webhook-id"], lowered["webhook-timestamp"], lowered["webhook-signature"]
@@ -84,9 +104,11 @@ def verify_webhook(
     if abs(moment - timestamp) > tolerance_s:
         raise WebhookVerificationError("webhook-timestamp is outside the tolerance (a replay, or a clock off)")
     raw = body.encode() if isinstance(body, str) else bytes(body)
-    candidates = [secret] if isinstance(secret, str) else list(secret)
     expected = {sign(s, msg_id, timestamp, raw).encode() for s in candidates}
     presented = [part.encode() for part in header.split(" ") if part.startswith("v1,")]
     if not any(hmac.compare_digest(p, e) for p in presented for e in expected):
         raise WebhookVerificationError("no signature matches")
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        raise WebhookVerificationError("the body is signed but is not JSON") from None

@@ -1,8 +1,13 @@
 """Webhooks: where they may go (SSRF rules), the tenants' signing secrets, and the outbox.
 
-**URLs.** Only http and https. The host is resolved and every address it resolves to must be public:
+**URLs.** Only http and https. A host written in Unicode is IDNA-encoded (UTS #46, as browsers do:
+``bücher.example`` is ``xn--bcher-kva.example``, ``①②⑦.0.0.1`` is ``127.0.0.1``) and checked, resolved,
+sent (``Host``, TLS server name) and matched against the allow list in that ASCII form only; a host
+IDNA refuses is refused. The host is resolved and every address it resolves to must be public:
 loopback, private, link-local (the cloud metadata address 169.254.169.254 among them, and
-fd00:ec2::254), unspecified, multicast and reserved addresses are refused unless
+fd00:ec2::254), unspecified, multicast and reserved addresses are refused, and so is an IPv6 address
+that embeds an IPv4 address which is not public (IPv4-mapped, IPv4-compatible, 6to4 ``2002::/16``,
+Teredo ``2001::/32``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``), unless
 ``LORAMERGE_WEBHOOK_ALLOWED_HOSTS`` names the host, or a CIDR (or address) that holds the address.
 The API checks at submission (422 ``webhook_url_not_allowed``); the sender checks again at every
 attempt and connects to the address it checked (no second lookup a DNS rebinding could win).
@@ -13,9 +18,12 @@ signing too for ``webhook_secret_grace_s``.
 
 **Outbox.** ``jobs.events`` queues a delivery in the transaction that changes the job. A delivery is a
 JSON document (``wh:delivery:{msg}``) and a member of the ``wh:outbox`` sorted set, scored by when it
-is due. The sender claims a due delivery with a short lease, attempts it, and either removes it from
-the outbox (delivered, given up, or 410 Gone) or scores it at its next attempt. The sweep re-sends the
-task of a delivery due for more than ``SWEEP_GRACE_S`` with no lease on it (its task was lost).
+is due. The sender claims a due delivery with a lease (a token of its own, for longer than an
+attempt's hard time limit), attempts it, and either removes it from the outbox (delivered, given up,
+or 410 Gone) or scores it at its next attempt. That record is fenced by the lease: it is written only
+while the lease still holds the attempt's token, so an attempt that outlived its lease (a frozen
+process) records nothing and counts nothing; the delivery is the next holder's. The sweep re-sends
+the task of a delivery due for more than ``SWEEP_GRACE_S`` with no lease on it (its task was lost).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import idna
 import redis
 
 from jobs.events import OUTBOX_KEY, PREFIX, delivery_key, job_deliveries_key
@@ -39,6 +48,7 @@ SWEEP_GRACE_S = 5.0
 OUTCOMES_KEY = f"{PREFIX}wh:outcomes"  # hash: succeeded, failed, gone -> deliveries
 ATTEMPTS_KEY = f"{PREFIX}wh:attempts"  # hash: ok, error -> attempts
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,7 +61,7 @@ class UrlNotAllowedError(ValueError):
 class CheckedUrl:
     url: str
     scheme: str
-    host: str  # as written (lower case), without brackets
+    host: str  # lower case, IDNA-encoded (ASCII), without brackets
     port: int
     target: str  # path and query
     address: str  # the checked address to connect to
@@ -68,11 +78,32 @@ class CheckedUrl:
         return f"{self.scheme}://{shown}:{self.port}{self.target}"
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, by the form that carries them."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [("Teredo", server), ("Teredo", client)]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in network for network in NAT64):
+        found.append(("NAT64", low32))
+    if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d, IPv4-compatible (deprecated); not :: or ::1
+        found.append(("IPv4-compatible", low32))
+    return found
+
+
 def why_refused(address: IPAddress) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address in METADATA:
         return "a cloud metadata address"
+    if isinstance(address, ipaddress.IPv6Address):
+        for form, inner in embedded_ipv4(address):
+            reason = why_refused(inner)
+            if reason is not None:
+                return f"a {form} address embedding {inner}, {reason}"
     for name in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{name}"):
             return f"a {name.replace('_', '-')} address"
@@ -101,12 +132,24 @@ def _resolve(host: str, port: int, resolve: Callable[..., list]) -> list[IPAddre
         pass
     try:
         infos = resolve(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise  # the sender's time limit for the attempt ran out while resolving: a timeout, not a refusal
     except (OSError, UnicodeError) as exc:
         raise UrlNotAllowedError(f"{host} does not resolve ({exc})") from None
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:
         raise UrlNotAllowedError(f"{host} does not resolve")
     return addresses
+
+
+def ascii_host(host: str) -> str:
+    """The host as it is resolved and sent: lower case, a Unicode name IDNA-encoded (UTS #46)."""
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise UrlNotAllowedError(f"the host {host!r} is not a valid internationalized domain name ({exc})") from None
 
 
 def check_url(url: str, allowed: list[str], *, resolve: Callable[..., list] = socket.getaddrinfo) -> CheckedUrl:
@@ -119,11 +162,12 @@ def check_url(url: str, allowed: list[str], *, resolve: Callable[..., list] = so
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise UrlNotAllowedError("only http and https URLs are accepted")
-    host = (parts.hostname or "").lower()
+    host = parts.hostname or ""
     if not host:
         raise UrlNotAllowedError("the URL has no host")
     if any(ord(c) < 33 for c in url):
         raise UrlNotAllowedError("the URL holds spaces or control characters")
+    host = ascii_host(host)
     port = port or (443 if scheme == "https" else 80)
     addresses = _resolve(host, port, resolve)
     for address in addresses:
@@ -224,6 +268,22 @@ end
 return resend
 """
 
+# An attempt's result, written only while the lease still holds the attempt's token (the fence).
+_RECORD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+else
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
+end
+if ARGV[6] == 'gone' then redis.call('SET', KEYS[6], '1', 'EX', ARGV[3]) end
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[7], 1) end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 
 def lease_key(delivery_id: str) -> str:
     return f"{PREFIX}wh:lease:{delivery_id}"
@@ -238,9 +298,11 @@ class Outbox:
         self.redis, self.ttl_s = client, ttl_s
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
+        self._record = client.register_script(_RECORD)
 
     def claim(self, delivery_id: str, *, lease_s: float, holder: str) -> dict | None:
-        """The delivery, leased to ``holder``, when it is due and nobody else attempts it."""
+        """The delivery, leased to ``holder`` (a token unique to this attempt), when it is due and nobody
+        else attempts it."""
         state, raw = self._claim(
             keys=[OUTBOX_KEY, delivery_key(delivery_id), lease_key(delivery_id)],
             args=[delivery_id, time.time(), int(lease_s * 1000), holder],
@@ -250,29 +312,39 @@ class Outbox:
     def is_gone(self, job_id: str) -> bool:
         return bool(self.redis.exists(gone_key(job_id)))
 
-    def record(self, delivery: dict, attempt: dict, *, next_at: float | None, outcome: str | None) -> None:
-        """Store one attempt; ``next_at`` schedules the next, ``outcome`` (succeeded, failed, gone) ends it."""
+    def record(self, delivery: dict, attempt: dict, *, next_at: float | None, outcome: str | None, holder: str) -> bool:
+        """Store one attempt; ``next_at`` schedules the next, ``outcome`` (succeeded, failed, gone) ends it.
+        Fenced: nothing is written (and False returned) unless ``holder``'s lease still holds the delivery."""
         delivery["attempts"].append(attempt)
         delivery["next_attempt_at"] = next_at
         if outcome is not None:
             delivery["state"] = outcome
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(delivery_key(delivery["id"]), json.dumps(delivery), ex=self.ttl_s)
-            if next_at is not None:
-                pipe.zadd(OUTBOX_KEY, {delivery["id"]: next_at})
-            else:
-                pipe.zrem(OUTBOX_KEY, delivery["id"])
-                pipe.hincrby(OUTCOMES_KEY, outcome or "failed", 1)
-            if outcome == "gone":
-                pipe.set(gone_key(delivery["job_id"]), "1", ex=self.ttl_s)
-            if not attempt.get("skipped"):
-                pipe.hincrby(ATTEMPTS_KEY, "ok" if outcome == "succeeded" else "error", 1)
-            pipe.delete(lease_key(delivery["id"]))
-            pipe.execute()
+        counted = "" if attempt.get("skipped") else ("ok" if outcome == "succeeded" else "error")
+        written = self._record(
+            keys=[
+                lease_key(delivery["id"]),
+                delivery_key(delivery["id"]),
+                OUTBOX_KEY,
+                OUTCOMES_KEY,
+                ATTEMPTS_KEY,
+                gone_key(delivery["job_id"]),
+            ],
+            args=[
+                holder,
+                json.dumps(delivery),
+                self.ttl_s,
+                delivery["id"],
+                "" if next_at is None else repr(next_at),
+                outcome or "failed",
+                counted,
+            ],
+        )
+        return bool(written)
 
-    def skip(self, delivery: dict, why: str) -> None:
+    def skip(self, delivery: dict, why: str, *, holder: str) -> bool:
         """End a delivery without sending it (its URL answered 410 Gone for an earlier event of the job)."""
-        self.record(delivery, {"at": now(), "status_code": None, "error": why, "skipped": True}, next_at=None, outcome="gone")
+        attempt = {"at": now(), "status_code": None, "error": why, "skipped": True}
+        return self.record(delivery, attempt, next_at=None, outcome="gone", holder=holder)
 
     def sweep(self, *, grace_s: float = SWEEP_GRACE_S, limit: int = 500) -> list[str]:
         """Deliveries due for more than ``grace_s`` that nobody holds: their task was lost. They are

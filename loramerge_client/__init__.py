@@ -18,7 +18,7 @@ from loramerge_client.client import Client, Job, load_spec
 from loramerge_client.errors import *  # noqa: F403  (every typed error)
 from loramerge_client.errors import BY_CODE, error_for
 from loramerge_client.sse import Event
-from loramerge_client.webhooks import WebhookVerificationError, verify_webhook
+from loramerge_client.webhooks import WebhookSecretError, WebhookVerificationError, verify_webhook
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "Job",
     "LoramergeError",
+    "WebhookSecretError",
     "WebhookVerificationError",
     "error_for",
     "load_spec",

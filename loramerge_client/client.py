@@ -85,6 +85,12 @@ def _job_id(job: Job | str) -> str:
     return job_id
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port, normalized (lower case, the scheme's default port filled in)."""
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower().rstrip("."), url.port or {"http": 80, "https": 443}.get(scheme)
+
+
 def retry_after_s(value: str | None) -> float | None:
     """``Retry-After``: seconds, or an HTTP date (seconds from now); ``None`` when absent or unreadable."""
     if not value:
@@ -197,6 +203,21 @@ class Client:
                 headers.update(update)
             self.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _same_origin(self, url: str) -> httpx.URL:
+        """The URL a request for ``url`` goes to, once it is known to be on this client's server. A URL is
+        resolved exactly as the request would resolve it (relative, scheme-relative, any case) and its
+        origin compared with the server's, default ports filled in."""
+        try:
+            target = self._http.build_request("GET", url).url
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise InvalidResponseError(f"the artifact URL {url[:200]!r} is not a valid URL ({exc})") from None
+        if _origin(target) != _origin(self._http.base_url):
+            raise InvalidResponseError(
+                f"the artifact URL {url[:200]!r} is not on this server ({self.base_url}): not requested, "
+                "so the API key is not sent there"
+            )
+        return target
 
     def _json(self, response: httpx.Response) -> Any:
         try:
@@ -363,11 +384,11 @@ class Client:
         be empty: it then holds the PEFT files themselves (``adapter_model.safetensors``, ...). The tar is
         checked as it streams (no absolute paths, ``..``, links or special files: ``UnsafeArtifactError``)
         and against the job's ``result.files``; ``into`` appears only once all of it is there. A dropped
-        download starts over (bounded)."""
+        download starts over (bounded). The artifact URL must be on this client's server (scheme, host and
+        port, compared parsed and normalized): any other raises ``InvalidResponseError`` before a request
+        is made, so the API key never goes anywhere else."""
         current = job if isinstance(job, Job) and job.result else self.get(job)
-        url = current.artifact_url or f"/v1/merges/{current.id}/artifact"
-        if url.startswith(("http://", "https://")) and not url.startswith(self.base_url + "/"):
-            raise InvalidResponseError(f"the artifact URL {url!r} is not on this server")
+        url = self._same_origin(current.artifact_url or f"/v1/merges/{current.id}/artifact")
         files = (current.result or {}).get("files") or []
         for attempt in range(self.max_retries + 1):
             try:

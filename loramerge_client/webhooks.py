@@ -8,8 +8,11 @@ the ``whsec_`` secret; timestamps more than 5 minutes away are refused; comparis
 
     from loramerge_client import verify_webhook, WebhookVerificationError
     event = verify_webhook(request.headers, raw_body, "whsec_...")   # the JSON body, or raises
+
+Every refusal is a ``WebhookVerificationError`` (answer 400): a body that is not JSON too, and a secret
+that is not ``whsec_`` and base64 (``WebhookSecretError``, a subclass: the receiver's own mistake).
 """
 
-from jobs.webhook_signing import WebhookVerificationError, verify_webhook
+from jobs.webhook_signing import WebhookSecretError, WebhookVerificationError, verify_webhook
 
-__all__ = ["WebhookVerificationError", "verify_webhook"]
+__all__ = ["WebhookSecretError", "WebhookVerificationError", "verify_webhook"]

@@ -59,8 +59,12 @@ class DeliveryList(BaseModel):
 
 
 def _cursor(value: str | None, field: str) -> str | None:
-    if value is not None and not events.CURSOR.match(value):
-        raise ApiError(ErrorCode.invalid_request, f"{field}: not an event id (like 1717171717171-0)", field=field)
+    if value is not None and not events.valid_cursor(value):
+        raise ApiError(
+            ErrorCode.invalid_request,
+            f"{field}: not an event id (like 1717171717171-0: two integers of at most {events.MAX_STREAM_PART})",
+            field=field,
+        )
     return value
 
 

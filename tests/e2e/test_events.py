@@ -95,3 +95,22 @@ def test_sse_keeps_alive_while_nothing_happens_and_ends_with_the_outcome(stack, 
     events, comments = _sse(alice, record.id, until_s=20)
     assert [e["type"] for e in events] == ["job.accepted", "job.cancelled"]
     assert len(comments) >= 2 and all(c.startswith(": keep-alive") for c in comments)
+
+
+def test_cursors_past_64_bits_are_refused_before_anything_streams(stack, alice):
+    done = _job(stack, alice, "range")
+    path = f"/v1/merges/{done['id']}/events"
+    for cursor in ("99999999999999999999-0", "1-18446744073709551616", "18446744073709551616-0"):
+        page = alice.get(path, params={"after": cursor})
+        assert page.status_code == 422 and page.json()["error"]["code"] == "invalid_request", (cursor, page.text)
+        assert page.json()["error"]["details"]["field"] == "after"
+        with alice.stream("GET", path, headers={"Accept": "text/event-stream", "Last-Event-ID": cursor}) as sse:
+            sse.read()
+            assert sse.status_code == 422 and not sse.headers["content-type"].startswith("text/event-stream"), cursor
+            assert sse.json()["error"]["details"]["field"] == "Last-Event-ID"
+    everything = alice.get(path).json()["data"]
+    assert alice.get(path, params={"after": "1-18446744073709551615"}).json()["data"] == everything  # fits: 2-0 follows
+    greatest = "18446744073709551615-18446744073709551615"  # the greatest id there is: nothing follows it
+    assert alice.get(path, params={"after": greatest}).json() == {"data": [], "has_more": False}
+    streamed, _ = _sse(alice, done["id"], {"Last-Event-ID": greatest})
+    assert streamed == []

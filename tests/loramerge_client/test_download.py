@@ -8,7 +8,7 @@ import pytest
 from starlette.responses import Response, StreamingResponse
 
 from loramerge_client import Client, InvalidResponseError, JobNotSucceededError, UnsafeArtifactError
-from tests.loramerge_client.conftest import answer, error, job
+from tests.loramerge_client.conftest import StandIn, answer, error, job
 from tests.loramerge_client.test_artifact import GOOD, TOP, tar_of
 
 ARTIFACT = "/v1/merges/job-1/artifact"
@@ -65,3 +65,37 @@ def test_the_servers_refusal_is_typed(standin, client, tmp_path):
     with pytest.raises(JobNotSucceededError):
         client.download("job-1", tmp_path / "merged")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def thief():
+    """Another server on the same host, another port: it must never see a request, least of all the key."""
+    other = StandIn()
+    other.url = other.server.start()
+    yield other
+    other.server.stop()
+
+
+def test_an_artifact_url_on_another_origin_is_refused_and_never_requested(standin, thief, tmp_path):
+    client = Client(standin.url, api_key="key-never-elsewhere")
+    client.sleep = lambda s: None
+    thief.plan("GET", "/steal", tar_response(tar_of(*GOOD)))
+    other = thief.url.removeprefix("http://")
+    for url in (f"HTTP://{other}/steal", f"Http://{other}/steal", f"http://{other}/steal", f"https://{standin.url[7:]}/x"):
+        done = {**DONE, "result": {**DONE["result"], "artifact_url": url}}
+        standin.plan("GET", "/v1/merges/job-1", answer(200, done))
+        with pytest.raises(InvalidResponseError, match="not on this server"):
+            client.download("job-1", tmp_path / "merged")
+    assert thief.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_an_artifact_url_on_this_server_is_followed_however_it_is_written(standin, tmp_path):
+    client = Client(standin.url)
+    client.sleep = lambda s: None
+    standin.plan("GET", ARTIFACT, tar_response(tar_of(*GOOD)))
+    host = standin.url.removeprefix("http://")
+    for i, url in enumerate((f"HTTP://{host}{ARTIFACT}", f"//{host}{ARTIFACT}", ARTIFACT)):
+        done = {**DONE, "result": {**DONE["result"], "artifact_url": url}}
+        standin.plan("GET", "/v1/merges/job-1", answer(200, done))
+        out = client.download("job-1", tmp_path / f"merged-{i}")
+        assert (out / "adapter_config.json").is_file()
