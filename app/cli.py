@@ -1,4 +1,5 @@
-"""The ``loramerge`` command: merge_core's commands (merge, methods) plus ``serve``."""
+"""The ``loramerge`` command: merge_core's commands (merge, methods), ``serve``, and the client's remote
+commands (submit, status, cancel, jobs, download: loramerge_client.cli)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sys
 
 from jobs.errors import ErrorCode
+from loramerge_client import cli as client_cli
 from merge_core import cli as core_cli
 
 
@@ -34,8 +36,13 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
+def _add_commands(sub) -> None:
+    _add_serve(sub)
+    client_cli.add_commands(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return core_cli.main(argv, add_commands=_add_serve)
+    return core_cli.main(argv, add_commands=_add_commands)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from jobs.errors import ErrorCode
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
 from jobs.store import JobStore
+from jobs.webhooks import Outbox, WebhookSecrets
 
 LOCAL_TENANT = "local"
 
@@ -31,6 +32,9 @@ class Services:
     tokens: TokenBox
     keys: dict[str, str]  # API key -> tenant; empty = open (loopback only)
     metrics_registry: CollectorRegistry
+    webhook_secrets: WebhookSecrets
+    outbox: Outbox
+    events_redis: object  # redis.asyncio.Redis: Server-Sent Events wait on it without holding a thread
 
 
 def get_services(request: Request) -> Services:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from jobs.errors import DataDirInUseError, ErrorCode
 from jobs.processes import DataDirLock, die_with_parent, stop_workers
-from jobs.queue import enqueue, make_celery, waiting_job_ids
+from jobs.queue import enqueue, make_celery, send_deliveries, waiting_job_ids
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
 from jobs.store import JobStore, connect
@@ -50,6 +50,15 @@ def worker_command(settings: Settings, name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def webhook_worker_command(settings: Settings, name: str) -> list[str]:
+    """The webhook worker: its own queue and a thread pool, so no merge ever holds a delivery up."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.webhook_app", "worker",
+        "-Q", settings.webhook_queue, "-P", "threads", "--concurrency", str(settings.webhook_concurrency),
+        "--loglevel", "INFO", "-n", name, "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
 @contextmanager
 def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, extra_env: dict[str, str] | None = None):
     """Yield settings pointing at a running Redis with ``workers`` worker processes listening.
@@ -64,9 +73,10 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
             log.info("embedded Redis on %s (data in %s)", redis_url, server.folder)
         env = {**os.environ, **settings.to_env(), "LORAMERGE_REDIS_URL": redis_url, **(extra_env or {})}
 
-        def spawn(i: int) -> subprocess.Popen:
+        def spawn(i: int) -> subprocess.Popen:  # the last one is the webhook worker
+            command = webhook_worker_command if i == workers else worker_command
             return subprocess.Popen(
-                worker_command(settings, f"embedded-{i}@%h"),
+                command(settings, f"embedded-{'webhooks' if i == workers else i}@%h"),
                 env=env,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT if worker_log is not None else None,
@@ -74,7 +84,7 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
                 preexec_fn=die_with_parent(signal.SIGKILL, own_group=True),
             )
 
-        supervisor = Supervisor(spawn, workers, server)
+        supervisor = Supervisor(spawn, workers + 1, server)
         running = settings.model_copy(update={"redis_url": redis_url})
 
         def after_workers() -> None:
@@ -148,8 +158,12 @@ def hand_back_running_jobs(settings: Settings) -> None:
     """After this stack's workers are gone: their running jobs go back to the queue, the attempt
     refunded (a shutdown is no fault of the job), with a message unless Celery gave one back."""
     try:
-        store = JobStore(connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s)
         celery = make_celery(settings, settings.redis_url)
+        store = JobStore(
+            connect(settings.redis_url),
+            finished_ttl_s=settings.finished_job_ttl_s,
+            on_deliveries=lambda ids: send_deliveries(celery, settings, ids),
+        )
         waiting = waiting_job_ids(store.redis, [settings.gpu_queue, settings.cpu_queue])
         handed = store.recover_lost(
             lease_s=settings.job_lease_s,

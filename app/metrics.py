@@ -1,5 +1,5 @@
 """Prometheus metrics read from Redis at scrape time, so they are right across API replicas and
-worker processes: jobs by state, finished totals, run-time histogram, queue depth, live workers."""
+worker processes: jobs by state, finished totals, run-time histogram, queue depth, live workers, webhook deliveries by outcome."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from jobs.heartbeat import live_processes, live_workers
 from jobs.records import JobStatus
 from jobs.settings import Settings
 from jobs.store import JobStore
+from jobs.webhooks import Outbox
+
+DELIVERY_OUTCOMES = ("succeeded", "failed", "gone")
 
 
 class JobStoreCollector:
-    def __init__(self, store: JobStore, settings: Settings) -> None:
-        self.store, self.settings = store, settings
+    def __init__(self, store: JobStore, settings: Settings, outbox: Outbox) -> None:
+        self.store, self.settings, self.outbox = store, settings, outbox
 
     def collect(self):
         active = GaugeMetricFamily("loramerge_jobs", "Jobs currently queued or running", labels=["status"])
@@ -48,8 +51,24 @@ class JobStoreCollector:
             value=len(live_processes(self.store.redis)),
         )
 
+        deliveries = CounterMetricFamily(
+            "loramerge_webhook_deliveries", "Webhook deliveries that ended, by outcome (gone: 410)", labels=["outcome"]
+        )
+        outcomes = self.outbox.outcomes()
+        for outcome in DELIVERY_OUTCOMES:
+            deliveries.add_metric([outcome], outcomes.get(outcome, 0))
+        yield deliveries
+        attempts = CounterMetricFamily("loramerge_webhook_attempts", "Webhook delivery attempts, by result", labels=["result"])
+        tried = self.outbox.attempts()
+        for result in ("ok", "error"):
+            attempts.add_metric([result], tried.get(result, 0))
+        yield attempts
+        yield GaugeMetricFamily(
+            "loramerge_webhook_pending", "Webhook deliveries waiting in the outbox", value=self.outbox.pending()
+        )
 
-def metrics_registry(store: JobStore, settings: Settings) -> CollectorRegistry:
+
+def metrics_registry(store: JobStore, settings: Settings, outbox: Outbox) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(JobStoreCollector(store, settings))
+    registry.register(JobStoreCollector(store, settings, outbox))
     return registry

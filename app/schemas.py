@@ -1,21 +1,16 @@
 """The API's own shapes: the request body (``MergeCreate``), the job as the API shows it
-(``JobPublic``, ``JobsPublic``) and the error body."""
+(``JobPublic``, from jobs.public: webhooks carry the same view; ``JobsPublic``) and the error body."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource
+from jobs.public import JobPublic
 from jobs.request import MergeRequest
 from merge_core.errors import InvalidSpecError
 from merge_core.mergekit import MAX_YAML_BYTES, mergekit_to_spec
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 class MergeCreate(MergeRequest):
@@ -58,50 +53,6 @@ class MergeCreate(MergeRequest):
         return {**spec, "output": {**spec["output"], **(output or {})}, "mergekit": text}
 
 
-class JobPublic(BaseModel):
-    id: str
-    status: JobStatus
-    method: str
-    queue: str
-    progress: JobProgress
-    error: JobError | None = None
-    result: JobResult | None = None
-    sources: list[PinnedSource] = Field(description="Each adapter with its pinned revision once fetched.")
-    base_model: PinnedSource | None = Field(
-        default=None, description="output.base_model once staged, with its commit sha when it comes from the Hub."
-    )
-    spec: dict[str, Any]
-    attempts: int
-    worker: str | None = Field(default=None, description="host:pid running the current attempt (for operators).")
-    cancel_requested: bool
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-    @classmethod
-    def of(cls, record: JobRecord) -> JobPublic:
-        return cls(
-            id=record.id,
-            status=record.status,
-            method=record.spec.get("method", ""),
-            queue=record.queue,
-            progress=record.progress,
-            error=record.error,
-            result=_with_artifact_url(record),
-            sources=record.sources,
-            base_model=record.base_model,
-            spec=record.spec,
-            attempts=record.attempts,
-            worker=record.worker,
-            cancel_requested=record.cancel_requested,
-            created_at=_ts(record.created_at),
-            updated_at=_ts(record.updated_at),
-            started_at=_ts(record.started_at),
-            finished_at=_ts(record.finished_at),
-        )
-
-
 class JobsPublic(BaseModel):
     jobs: list[JobPublic]
     next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null when there is none.")
@@ -131,9 +82,4 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _with_artifact_url(record: JobRecord) -> JobResult | None:
-    """The API, not the worker, says where a result in the local store downloads from."""
-    if record.result is None:
-        return None
-    url = f"/v1/merges/{record.id}/artifact" if record.result.uri.startswith("file://") else None
-    return record.result.model_copy(update={"artifact_url": url})
+__all__ = ["ERROR_RESPONSES", "ErrorBody", "ErrorDetail", "JobPublic", "JobsPublic", "MergeCreate"]

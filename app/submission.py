@@ -1,6 +1,6 @@
 """Checks a job before it is queued, so that every mistake a caller can fix is a 422 now, not a
 failed job later: limits, method and parameters, rank policy, source strings, local roots,
-destination. Returns the library spec checked once (``ResolvedSpec``), which routing reads too."""
+destination, webhook URL (SSRF rules, jobs.webhooks). Returns the library spec checked once (``ResolvedSpec``), which routing reads too."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import hashlib
 
 from app.errors import ApiError
 from jobs.errors import ErrorCode
-from jobs.request import MergeRequest
+from jobs.records import NotifyTarget
+from jobs.request import SERVICE_FIELDS, TERMINAL_EVENTS, MergeRequest
 from jobs.settings import Settings
 from jobs.sources import check_base_model, check_source, destination_kind, source_kind
+from jobs.webhooks import UrlNotAllowedError, check_url
 from merge_core.registry import ResolvedSpec, validate_spec
 
 
@@ -28,7 +30,20 @@ def validate_submission(request: MergeRequest, settings: Settings) -> ResolvedSp
     if request.output.base_model is not None:  # any output kind: DoRA adapters and trained biases read it too
         check_base_model(request.output.base_model, request.output.base_model_revision, **rules)
     destination_kind(request.output.destination)
+    if request.notify is not None:
+        try:
+            check_url(request.notify.url, settings.webhook_allowed_hosts)
+        except UrlNotAllowedError as exc:
+            raise ApiError(ErrorCode.webhook_url_not_allowed, f"notify.url: {exc}", field="notify.url") from None
     return resolved
+
+
+def notify_target(request: MergeRequest, tenant: str, settings: Settings) -> NotifyTarget | None:
+    """The job's webhook: its own ``notify``, else the tenant's default URL (terminal events), else none."""
+    if request.notify is not None:
+        return NotifyTarget(url=request.notify.url, events=list(dict.fromkeys(request.notify.events)))
+    url = settings.webhook_tenant_urls.get(tenant)
+    return NotifyTarget(url=url, events=list(TERMINAL_EVENTS)) if url else None
 
 
 def needs_hub(request: MergeRequest) -> bool:
@@ -44,7 +59,7 @@ def needs_hub(request: MergeRequest) -> bool:
 # Fields added after fingerprints were first stored, by where they sit. Left out while they hold their
 # defaults, so that a request sent before the upgrade still matches its Idempotency-Key; a new field
 # goes here too.
-_LATER_FIELDS = {"": ("base_model_check",), "output": ("base_model_revision", "full_weights")}
+_LATER_FIELDS = {"": ("base_model_check", "notify"), "output": ("base_model_revision", "full_weights")}
 
 
 def fingerprint(request: MergeRequest) -> str:
@@ -62,3 +77,13 @@ def fingerprint(request: MergeRequest) -> str:
         elif not where:
             exclude.update(dict.fromkeys(at_default, True))
     return hashlib.sha256(request.model_dump_json(exclude=exclude).encode()).hexdigest()[:32]
+
+
+def stored_spec(request: MergeRequest) -> dict:
+    """The request as the job record keeps it: a service field left out stays out (jobs without a
+    webhook keep the document they had before it existed)."""
+    return request.model_dump(mode="json", exclude=_absent_service_fields(request))
+
+
+def _absent_service_fields(request: MergeRequest) -> set[str]:
+    return {name for name in SERVICE_FIELDS if getattr(request, name) is None}

@@ -74,6 +74,13 @@ class ErrorCode(StrEnum):
         "a local path outside `LORAMERGE_LOCAL_ROOTS`, in the data dir, or via a refused symlink",
     )
     invalid_destination = auto(), 422, _RJ, "`output.destination` is not null, `local`, `s3://bucket/prefix` or `hf://org/name`"
+    webhook_url_not_allowed = (
+        auto(),
+        422,
+        _R,
+        "`notify.url` is not http(s), does not resolve, or reaches a loopback, private, link-local, metadata or multicast "
+        "address not in `LORAMERGE_WEBHOOK_ALLOWED_HOSTS`",
+    )
     queue_full = auto(), 429, _R, "more jobs queued than `LORAMERGE_MAX_QUEUED_JOBS`; retry after `Retry-After` s"
     internal_error = auto(), 500, _RJ, "an unexpected error; the server or worker log has the details"
     store_unavailable = auto(), 503, _R, "Redis (the job store) is unreachable; retry shortly"

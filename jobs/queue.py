@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # merge_core.registry imports torch; jobs reads a ResolvedSpe
     from merge_core.registry import ResolvedSpec
 
 RUN_MERGE_TASK = "loramerge.run_merge"  # the wire name of worker.tasks.run_job; messages in queues carry it
+DELIVER_WEBHOOK_TASK = "loramerge.deliver_webhook"  # worker.webhook_app.deliver_webhook, on the webhook queue
 _PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis transport: queue name + priority step
 
 
@@ -64,6 +65,12 @@ def enqueue(celery: Celery, record: JobRecord) -> None:
     """Send the job's message. The Celery task id is the job id, so the sweep of stranded jobs can
     tell which jobs have a message waiting (``waiting_job_ids``)."""
     celery.send_task(RUN_MERGE_TASK, args=[record.id], queue=record.queue, task_id=record.id)
+
+
+def send_deliveries(celery: Celery, settings: Settings, delivery_ids: list[str], *, countdown: float | None = None) -> None:
+    """Send the tasks of webhook deliveries (to their own queue: a long merge never holds them up)."""
+    for delivery_id in delivery_ids:
+        celery.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=settings.webhook_queue, countdown=countdown)
 
 
 def waiting_job_ids(client: redis.Redis, queues: list[str]) -> set[str]:

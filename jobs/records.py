@@ -82,6 +82,13 @@ class PinnedSource(BaseModel):
     weight: float = 1.0
 
 
+class NotifyTarget(BaseModel):
+    """The webhook a job sends its events to: the request's ``notify``, or the tenant's default URL."""
+
+    url: str
+    events: list[str]
+
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -109,3 +116,10 @@ class JobRecord(BaseModel):
     worker: str | None = Field(default=None, description="host:pid of the process running the current attempt.")
     cancel_requested: bool = False
     hub_token_enc: str | None = None
+    notify: NotifyTarget | None = None
+    progress_event_at: float | None = Field(
+        default=None, description="When the last `job.stage` or `job.progress` event was logged (coalescing)."
+    )
+    progress_webhook_at: float | None = Field(
+        default=None, description="When the last `progress` webhook was queued (coalescing)."
+    )

@@ -9,11 +9,17 @@ models forbid it: the CLI refuses what it would not act on.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from merge_core.spec import MergeSpec, OutputSpec
 
 SERVICE_OUTPUT_FIELDS = ("destination", "private")
+SERVICE_FIELDS = ("notify",)
+
+WebhookEvent = Literal["queued", "started", "progress", "succeeded", "failed", "cancelled"]
+TERMINAL_EVENTS: tuple[WebhookEvent, ...] = ("succeeded", "failed", "cancelled")
 
 
 class RequestOutput(OutputSpec):
@@ -25,12 +31,26 @@ class RequestOutput(OutputSpec):
     private: bool = Field(default=True, description="Hub destinations: create the repo private (the default).")
 
 
+class Notify(BaseModel):
+    """Where the service POSTs the job's events (signed, Standard Webhooks) and which ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, description="http(s) URL; internal addresses are refused (SSRF).")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(TERMINAL_EVENTS), min_length=1, description="Events to send; default: the terminal ones."
+    )
+
+
 class MergeRequest(MergeSpec):
     """A merge job as the service takes and stores it. ``spec`` is the part merge_core runs."""
 
     output: RequestOutput = Field(default_factory=RequestOutput)
+    notify: Notify | None = Field(default=None, description="Webhook for this job's events (`url`, `events`).")
 
     @property
     def spec(self) -> MergeSpec:
         """The library's spec: this request without its service fields."""
-        return MergeSpec.model_validate(self.model_dump(exclude={"output": set(SERVICE_OUTPUT_FIELDS)}))
+        return MergeSpec.model_validate(
+            self.model_dump(exclude={"output": set(SERVICE_OUTPUT_FIELDS), **{name: True for name in SERVICE_FIELDS}})
+        )

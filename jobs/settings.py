@@ -103,12 +103,65 @@ class Settings(BaseSettings):
         default=1 << 25, ge=1 << 16, description="Largest batch of same-shaped modules merged at once, in factor elements."
     )
     progress_interval_s: float = Field(default=0.5, gt=0, description="Least time between two progress writes of one job.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs a webhook URL may reach although they are loopback, private, link-local or "
+        "otherwise internal (`127.0.0.1,hooks.internal,10.1.0.0/16`). Empty: public addresses only.",
+    )
+    webhook_tenant_urls: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="`tenant=url,tenant2=url2`: a tenant's default webhook for jobs without `notify` (terminal events).",
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Time limit of one webhook delivery attempt, by the clock: resolving, connecting, sending and reading the answer's headers together.",
+    )
+    webhook_retry_window_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="A webhook delivery is retried (exponential backoff, jitter) this long, the last attempt at its end, then failed.",
+    )
+    webhook_backoff_s: float = Field(default=1.0, gt=0, description="First webhook retry delay; doubles, capped at an hour.")
+    webhook_progress_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Least time between two `progress` webhooks of one job (stage changes and modules done alike), "
+        "and between `job.progress` events of its log (each stage change is logged).",
+    )
+    webhook_secret_grace_s: float = Field(
+        default=86400.0, ge=0, description="After a rotation, deliveries are signed with the old secret too for this long."
+    )
+    webhook_queue: str = Field(default="webhooks", description="Queue of webhook deliveries (own worker, never behind a merge).")
+    webhook_concurrency: int = Field(default=4, ge=1, description="Deliveries sent at once by the webhook worker (threads).")
+    events_keepalive_s: float = Field(default=15.0, gt=0, description="Server-Sent Events: a keep-alive comment this often.")
 
     @field_validator("local_roots", mode="before")
     @classmethod
     def _split_roots(cls, value):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_tenant_urls", mode="before")
+    @classmethod
+    def _split_tenant_urls(cls, value):
+        if isinstance(value, str):
+            pairs = {}
+            for i, entry in enumerate(part.strip() for part in value.split(",") if part.strip()):
+                tenant, sep, url = entry.partition("=")
+                if not sep or not tenant.strip() or not url.strip():
+                    raise ValueError(f"LORAMERGE_WEBHOOK_TENANT_URLS entry {i + 1} is not `tenant=url`")
+                pairs[tenant.strip()] = url.strip()
+            return pairs
         return value
 
     @field_validator("local_roots")
@@ -143,6 +196,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             elif isinstance(value, list):
                 value = ",".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in value.items())
             env[f"LORAMERGE_{name.upper()}"] = str(value)
         return env
 

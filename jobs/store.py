@@ -8,6 +8,8 @@ Layout (prefix ``lm:``):
   finished              hash status -> jobs that ended in it (Prometheus counter)
   duration:{status}     hash of cumulative histogram buckets of job run time
   tokens-dropped        set when a job's encrypted Hub token left its record (see scrub_tokens)
+  events:{id}           the job's event log, a stream (jobs.events); expires with the record
+  wh:outbox, wh:delivery:{msg}, wh:job:{id}   webhook deliveries queued by the same writes (jobs.webhooks)
 
 Creation is one Lua script (idempotency claim + queue bound + record), transitions are
 WATCH/MULTI transactions, so two workers or a worker and a cancel never both win. A worker's writes
@@ -15,18 +17,24 @@ are named operations (``claim``, ``refresh_lease``, ``set_progress``, ``set_sour
 ``cancel_requested``, ``requeue``, ``finish``) that take the attempt's :class:`~jobs.lease.Fence`
 and raise :class:`~jobs.lease.LeaseLostError` when the record moved on without it. Every terminal
 write, whoever makes it, counts the job, records its duration, sets the TTL and drops the token in
-the same transaction.
+the same transaction. Every write also appends the events it makes to the job's log and queues the
+webhook deliveries they call for (``jobs.events``), inside that same transaction; ``on_deliveries``
+is told their ids once it committed (to send their tasks at once; the webhook worker's sweep sends
+those whose task never left).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
 
+from jobs import events
 from jobs.errors import ErrorCode
 from jobs.lease import Fence, LeaseLostError, attempts_spent, holder_is_gone
 from jobs.records import (
@@ -42,6 +50,7 @@ from jobs.records import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("loramerge.store")
 PREFIX = "lm:"
 TOKENS_DROPPED_KEY = f"{PREFIX}tokens-dropped"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
@@ -56,6 +65,13 @@ if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX'
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'type', 'job.accepted', 'at', ARGV[4], 'data', ARGV[7])
+local deliveries = cjson.decode(ARGV[9])
+for _, d in ipairs(deliveries) do
+  redis.call('SET', KEYS[7] .. d['id'], d['json'], 'EX', ARGV[6])
+  redis.call('ZADD', KEYS[6], d['at'], d['id'])
+  redis.call('RPUSH', KEYS[8], d['id'])
+end
 return {'created', ARGV[1]}
 """
 
@@ -77,11 +93,30 @@ class JobStore:
     (a restart) instead of failing, so a finished merge still gets recorded. The API keeps 0 and
     answers 503 at once."""
 
-    def __init__(self, client: redis.Redis, *, finished_ttl_s: int, outage_grace_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        finished_ttl_s: int,
+        outage_grace_s: float = 0.0,
+        progress_event_interval_s: float = 5.0,
+        on_deliveries: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.redis = client
         self.finished_ttl_s = finished_ttl_s
         self.outage_grace_s = outage_grace_s
+        self.progress_event_interval_s = progress_event_interval_s
+        self.on_deliveries = on_deliveries
         self._create = client.register_script(_CREATE)
+
+    def _announce(self, delivery_ids: list[str]) -> None:
+        """Best effort: a delivery whose task is not sent here is sent by the webhook worker's sweep."""
+        if not delivery_ids or self.on_deliveries is None:
+            return
+        try:
+            self.on_deliveries(delivery_ids)
+        except Exception as exc:
+            log.warning("webhook deliveries %s not sent now (%s); the outbox sweep sends them", delivery_ids, type(exc).__name__)
 
     def _patiently(self, call: Callable[[], T]) -> T:
         deadline = time.monotonic() + self.outage_grace_s
@@ -116,9 +151,31 @@ class JobStore:
         idem_key = ""
         if idempotency_key is not None:
             idem_key = f"{PREFIX}idem:{record.tenant}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+        out = events.emission(None, record, progress_interval_s=self.progress_event_interval_s)
+        (_, accepted), *_ = out.events
+        deliveries = [{"id": d["id"], "json": json.dumps(d), "at": d["created_at"]} for d in out.deliveries]
         outcome, value = self._create(
-            keys=[idem_key, self.job_key(record.id), self._tenant_key(record.tenant), self._state_key(JobStatus.queued)],
-            args=[record.id, fingerprint, record.model_dump_json(), record.created_at, max_queued, self.finished_ttl_s],
+            keys=[
+                idem_key,
+                self.job_key(record.id),
+                self._tenant_key(record.tenant),
+                self._state_key(JobStatus.queued),
+                events.events_key(record.id),
+                events.OUTBOX_KEY,
+                events.delivery_key(""),
+                events.job_deliveries_key(record.id),
+            ],
+            args=[
+                record.id,
+                fingerprint,
+                record.model_dump_json(),
+                record.created_at,
+                max_queued,
+                self.finished_ttl_s,
+                json.dumps(accepted),
+                events.STREAM_MAXLEN,
+                json.dumps(deliveries) if deliveries else "[]",
+            ],
         )
         if outcome == "full":
             raise QueueFullError()
@@ -131,6 +188,7 @@ class JobStore:
                 self.redis.delete(idem_key)
                 return self.create(record, max_queued=max_queued, idempotency_key=idempotency_key, fingerprint=fingerprint)
             return existing, False
+        self._announce(out.delivery_ids)
         return record, True
 
     def get(self, job_id: str, *, tenant: str | None = None, patient: bool = True) -> JobRecord | None:
@@ -196,19 +254,22 @@ class JobStore:
                         pipe.unwatch()
                         return None
                     record = JobRecord.model_validate_json(raw)
-                    before = record.status
+                    old = record.model_copy(deep=True)
                     if not mutate(record):
                         pipe.unwatch()
                         return record
                     record.updated_at = now()
                     pipe.multi()
-                    self._write(pipe, record, before)
+                    out = self._write(pipe, record, old)
                     pipe.execute()
+                    self._announce(out.delivery_ids)
                     return record
                 except redis.WatchError:
                     continue
 
-    def _write(self, pipe, record: JobRecord, before: JobStatus) -> None:
+    def _write(self, pipe, record: JobRecord, old: JobRecord) -> events.Emission:
+        """The one write of a changed record: state sets, terminal bookkeeping, events and webhooks."""
+        before = old.status
         if record.status not in TRANSITIONS[before] and not (record.status == before and before not in TERMINAL):
             raise InvalidTransitionError(f"job {record.id}: {before.value} -> {record.status.value} is not a transition")
         key = self.job_key(record.id)
@@ -226,9 +287,14 @@ class JobStore:
             record.not_before = None
             pipe.hincrby(f"{PREFIX}finished", record.status.value, 1)
             self._observe(pipe, record.status, record.finished_at - (record.started_at or record.finished_at))
+        terminal = record.status in TERMINAL and before not in TERMINAL
+        out = events.emission(old, record, progress_interval_s=self.progress_event_interval_s)
+        if terminal:
             pipe.set(key, record.model_dump_json(), ex=self.finished_ttl_s)
         else:
             pipe.set(key, record.model_dump_json(), keepttl=True)
+        events.write(pipe, record.id, out, ttl_s=self.finished_ttl_s, terminal=terminal)
+        return out
 
     def fail_unsent(self, job_id: str, error: JobError) -> JobRecord | None:
         """queued -> failed when the job's message could not be sent (the API answers 503)."""

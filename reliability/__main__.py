@@ -11,13 +11,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from reliability import confinement, faults, fuzz, hostile, load, regex_dos, security, shutdown
+from reliability import confinement, faults, fuzz, hostile, load, regex_dos, security, shutdown, webhooks
 from reliability.report import run_scenario, table
 from support.stack import ProcessStack
 
 # Main-stack settings: 2 workers (the load target), adapters up to 12 MiB (the size-limit case
 # writes a bigger one; the slow fault jobs stay under it), a short lease so lost workers are noticed fast.
-STACK_SETTINGS = {"max_adapter_bytes": 12 << 20, "max_queued_jobs": 2000, "job_lease_s": 6, "stranded_after_s": 5}
+# Webhook receivers are loopback servers (allowed explicitly), retried quickly for a minute.
+STACK_SETTINGS = {
+    "max_adapter_bytes": 12 << 20,
+    "max_queued_jobs": 2000,
+    "job_lease_s": 6,
+    "stranded_after_s": 5,
+    "webhook_allowed_hosts": ["127.0.0.1"],
+    "webhook_retry_window_s": 60.0,
+    "webhook_backoff_s": 0.2,
+}
 
 
 # (name, run(stack, base, fast)) in the order they run; tests/e2e/test_reliability_fast.py parametrizes over it.
@@ -33,6 +42,10 @@ SCENARIOS = [
     ),
     ("fault: API restart mid-run", lambda stack, base, fast: faults.api_restart(stack)),
     ("fault: Hub 503 x2 then 200 / 404", lambda stack, base, fast: faults.transient_and_missing_source(stack)),
+    (
+        "fault: webhook receiver flapping while workers restart",
+        lambda stack, base, fast: webhooks.receiver_flapping_while_workers_restart(stack, 8 if fast else 24),
+    ),
     ("fault: unwritable result store", lambda stack, base, fast: faults.unwritable_sink(stack)),
     ("fault: disk full (RLIMIT_FSIZE)", lambda stack, base, fast: faults.disk_full(base)),
     ("input: hostile adapter corpus", lambda stack, base, fast: hostile.hostile_corpus(stack)),

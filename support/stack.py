@@ -1,5 +1,6 @@
 """A stack of real processes whose parts can be killed and restarted one by one: a Redis server
-(AOF on), Celery workers, the API under uvicorn, and the Hub stand-in for remote sources."""
+(AOF on), Celery workers, the webhook worker, the API under uvicorn, and the Hub stand-in for remote
+sources."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from app.embedded import worker_command
+from app.embedded import webhook_worker_command, worker_command
 from jobs.processes import stop_processes
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
@@ -41,6 +42,7 @@ class ProcessStack:
         self.redis = RedisServer(self.base / "redis")
         self.hub = HubStandIn(tokens=set())
         self.workers: list[subprocess.Popen] = []
+        self.webhook_worker: subprocess.Popen | None = None
         self.api: subprocess.Popen | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,6 +63,7 @@ class ProcessStack:
         self.settings = self.settings.model_copy(update={"redis_url": redis_url})
         for i in range(self.n_workers):
             self.workers.append(self.start_worker(i))
+        self.webhook_worker = self.start_webhook_worker()
         self.start_api()
         self.wait_ready()
         return self
@@ -76,6 +79,13 @@ class ProcessStack:
         return subprocess.Popen(
             worker_command(self.settings, f"rel-{index}-{time.monotonic_ns()}@%h"),
             env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files,
+        )  # fmt: skip
+
+    def start_webhook_worker(self) -> subprocess.Popen:
+        log = (self.base / "webhook-worker.log").open("ab")
+        return subprocess.Popen(
+            webhook_worker_command(self.settings, f"rel-webhooks-{time.monotonic_ns()}@%h"),
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
     def start_api(self) -> None:
@@ -101,7 +111,9 @@ class ProcessStack:
         raise RuntimeError(f"stack not ready; see logs in {self.base}")
 
     def close(self) -> None:
-        stop_processes([*self.workers, *([self.api] if self.api else [])])
+        stop_processes(
+            [*self.workers, *([self.webhook_worker] if self.webhook_worker else []), *([self.api] if self.api else [])]
+        )
         self.redis.close()
         self.hub.stop()
 

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 
 from jobs.heartbeat import start_heartbeat
 from jobs.lease import worker_id
-from jobs.queue import enqueue, make_celery, waiting_job_ids
+from jobs.queue import enqueue, make_celery, send_deliveries, waiting_job_ids
 from jobs.settings import Settings, get_settings
 from jobs.store import JobStore, connect
 
@@ -80,7 +80,12 @@ def _queues(sender) -> list[str]:
 def _start_heartbeat(sender=None, **_):
     settings = get_settings()
     client = connect(settings.redis_url)
-    store = JobStore(client, finished_ttl_s=settings.finished_job_ttl_s)
+    store = JobStore(
+        client,
+        finished_ttl_s=settings.finished_job_ttl_s,
+        progress_event_interval_s=settings.webhook_progress_interval_s,
+        on_deliveries=lambda ids: send_deliveries(app, settings, ids),
+    )
     _heartbeat["housekeeping"] = Housekeeping(store, settings)
     _heartbeat["node"] = start_heartbeat(
         client,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from jobs.queue import RUN_MERGE_TASK
+from jobs.queue import RUN_MERGE_TASK, send_deliveries
 from jobs.settings import get_settings
 from jobs.store import JobStore, connect
 from worker.celery_app import app
@@ -19,7 +19,11 @@ from worker.runner import JobRunner, RetryLater
 def job_runner() -> JobRunner:
     settings = get_settings()
     store = JobStore(
-        connect(settings.redis_url), finished_ttl_s=settings.finished_job_ttl_s, outage_grace_s=settings.redis_outage_grace_s
+        connect(settings.redis_url),
+        finished_ttl_s=settings.finished_job_ttl_s,
+        outage_grace_s=settings.redis_outage_grace_s,
+        progress_event_interval_s=settings.webhook_progress_interval_s,
+        on_deliveries=lambda ids: send_deliveries(app, settings, ids),
     )
     return JobRunner(store, settings)
 

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.deps import ServicesDep, TenantDep
 from app.errors import RETRY_AFTER_S, ApiError, not_found
 from app.schemas import ERROR_RESPONSES, JobPublic, JobsPublic, MergeCreate
-from app.submission import fingerprint, needs_hub, validate_submission
+from app.submission import fingerprint, needs_hub, notify_target, stored_spec, validate_submission
 from app.tar_stream import tar_folder
 from jobs.errors import ErrorCode
 from jobs.queue import enqueue, route
@@ -41,7 +41,12 @@ def create_merge(
 ) -> JobPublic:
     """Validate the job and queue it; answers at once with the job and a `Location` to poll."""
     resolved = validate_submission(body, services.settings)
-    record = JobRecord(tenant=tenant, spec=body.model_dump(mode="json"), queue=route(resolved, services.settings))
+    record = JobRecord(
+        tenant=tenant,
+        spec=stored_spec(body),
+        queue=route(resolved, services.settings),
+        notify=notify_target(body, tenant, services.settings),
+    )
     if hub_token and needs_hub(body):
         record.hub_token_enc = services.tokens.seal(hub_token)
     try:

@@ -70,6 +70,10 @@ def stack(tmp_path_factory):
         s3_endpoint_url=s3_url,
         retry_backoff_s=0.2,
         device="cpu",
+        webhook_allowed_hosts=["127.0.0.1"],  # the receivers are loopback servers; nothing else is allowed
+        webhook_retry_window_s=6.0,
+        webhook_backoff_s=0.2,
+        events_keepalive_s=0.5,
     )
     worker_env = {
         **aws,

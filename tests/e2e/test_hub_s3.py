@@ -59,7 +59,8 @@ def test_per_job_token_is_never_stored_or_echoed(stack, alice, hub_repos):
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
         value = {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
-                 "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}[kind](key)  # fmt: skip
+                 "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1),
+                 "stream": lambda k: client.xrange(k)}[kind](key)  # fmt: skip
         assert HUB_TOKEN not in str(value), key
     responses = [alice.get(f"/v1/merges/{job['id']}").text, alice.get("/v1/merges?limit=100").text]
     assert all(HUB_TOKEN not in text for text in responses)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.schemas import MergeCreate
-from app.submission import fingerprint
+from app.submission import fingerprint, stored_spec
 from jobs.queue import route
 from jobs.request import MergeRequest
 from jobs.settings import Settings
@@ -52,7 +52,8 @@ def test_the_request_is_the_library_spec_plus_service_fields():
         "params": {"density": 0.3},
         "output": {"rank": 4, "destination": "hf://x/y", "private": False},
     }
-    stored = MergeCreate.model_validate(body).model_dump(mode="json")
+    stored = stored_spec(MergeCreate.model_validate(body))
+    assert "notify" not in stored  # a service field left out stays out of the record
     library = {
         "kind": "adapter",
         "rank": 4,

@@ -68,6 +68,7 @@ API_STATUSES = {
     "local_path_not_allowed": 422,
     "too_many_adapters": 422,
     "invalid_destination": 422,
+    "webhook_url_not_allowed": 422,
     "queue_full": 429,
     "internal_error": 500,
     "store_unavailable": 503,

@@ -14,7 +14,7 @@ ROW = re.compile(r"^\| `LORAMERGE_(?P<name>[A-Z0-9_]+)` \| `(?P<default>[^`]*)` 
 def _shown(value) -> str:
     if value is None:
         return "(unset)"
-    if value == []:
+    if value == [] or value == {}:
         return "(empty)"
     return str(value)
 
