@@ -50,6 +50,33 @@ def worker_command(settings: Settings, name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def parse_gpus(spec: str, *, visible: str | None, listed: str | None) -> list[str]:
+    """``serve --gpus``: ``all`` (every GPU ``nvidia-smi -L`` lists, or ``CUDA_VISIBLE_DEVICES`` when set)
+    or a comma list of indices. Returns the device ids to hand each worker as ``CUDA_VISIBLE_DEVICES``.
+
+    Raises:
+        ValueError: no GPU found, or an entry that is not a GPU index.
+    """
+    if spec == "all":
+        if visible:
+            gpus = [g.strip() for g in visible.split(",") if g.strip()]
+        else:
+            gpus = [str(i) for i, line in enumerate((listed or "").splitlines()) if line.startswith("GPU ")]
+        if not gpus:
+            raise ValueError("--gpus all: no GPU found (nvidia-smi -L lists none and CUDA_VISIBLE_DEVICES is unset)")
+        return gpus
+    gpus = [g.strip() for g in spec.split(",") if g.strip()]
+    bad = [g for g in gpus if not g.isdigit()]
+    if bad or not gpus:
+        raise ValueError(f"--gpus {spec!r}: expected 'all' or GPU indices such as '0,1'")
+    return gpus
+
+
+def gpu_env(gpus: list[str] | None, i: int) -> dict[str, str]:
+    """The environment that pins worker ``i`` to its GPU (nothing without ``--gpus``)."""
+    return {"CUDA_VISIBLE_DEVICES": gpus[i], "LORAMERGE_DEVICE": "cuda"} if gpus else {}
+
+
 def webhook_worker_command(settings: Settings, name: str) -> list[str]:
     """The webhook worker: its own queue and a thread pool, so no merge ever holds a delivery up."""
     return [
@@ -60,9 +87,18 @@ def webhook_worker_command(settings: Settings, name: str) -> list[str]:
 
 
 @contextmanager
-def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, extra_env: dict[str, str] | None = None):
-    """Yield settings pointing at a running Redis with ``workers`` worker processes listening.
+def embedded_stack(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    worker_log=None,
+    extra_env: dict[str, str] | None = None,
+    gpus: list[str] | None = None,
+):
+    """Yield settings pointing at a running Redis with ``workers`` worker processes listening, or, with
+    ``gpus``, one worker per GPU that sees only its own (``CUDA_VISIBLE_DEVICES``, device ``cuda``).
     Holds the data folder's lock for as long as any of its processes lives."""
+    workers = len(gpus) if gpus else workers
     with DataDirLock(settings.data_dir) as lock:
         server = None
         if settings.redis_url:
@@ -77,7 +113,7 @@ def embedded_stack(settings: Settings, *, workers: int = 1, worker_log=None, ext
             command = webhook_worker_command if i == workers else worker_command
             return subprocess.Popen(
                 command(settings, f"embedded-{'webhooks' if i == workers else i}@%h"),
-                env=env,
+                env={**env, **gpu_env(gpus, i)} if i < workers else env,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT if worker_log is not None else None,
                 pass_fds=(lock.fd,),
@@ -204,7 +240,7 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
+def serve(settings: Settings, *, host: str, port: int, workers: int, gpus: list[str] | None = None) -> int:
     import uvicorn
 
     from app.main import create_app
@@ -219,7 +255,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> int:
         return 2
     with _StopSignals() as stops:
         try:
-            with embedded_stack(settings, workers=workers) as running:
+            with embedded_stack(settings, workers=workers, gpus=gpus) as running:
                 if stops.received:
                     return 0
                 server = uvicorn.Server(uvicorn.Config(create_app(running), host=host, port=port, log_level="info"))

@@ -45,11 +45,28 @@ class JobStoreCollector:
         yield GaugeMetricFamily(
             "loramerge_workers", "Worker nodes with a live heartbeat", value=len(live_workers(self.store.redis))
         )
+        processes = live_processes(self.store.redis)
         yield GaugeMetricFamily(
             "loramerge_worker_processes",
             "Worker pool processes with a live heartbeat (a hung process stops beating)",
-            value=len(live_processes(self.store.redis)),
+            value=len(processes),
         )
+        devices = GaugeMetricFamily(
+            "loramerge_worker_device", "The device each live pool process merges on (1 per process)", labels=["process", "device"]
+        )
+        memory = GaugeMetricFamily(
+            "loramerge_worker_device_memory_bytes",
+            "GPU memory of each live pool process's device",
+            labels=["process", "device", "kind"],
+        )
+        for name, beat in sorted(processes.items()):
+            device = str(beat.get("device", "unknown"))
+            devices.add_metric([name, device], 1)
+            for kind in ("free", "total"):
+                if f"memory_{kind}" in beat:
+                    memory.add_metric([name, device, kind], beat[f"memory_{kind}"])
+        yield devices
+        yield memory
 
         deliveries = CounterMetricFamily(
             "loramerge_webhook_deliveries", "Webhook deliveries that ended, by outcome (gone: 410)", labels=["outcome"]

@@ -48,17 +48,27 @@ def start_heartbeat(
     interval_s: float,
     process: bool = False,
     housekeeping: Callable[[], object] | None = None,
+    report: Callable[[], dict] | None = None,
 ) -> threading.Event:
     """Beat every ``interval_s`` from a daemon thread until the returned event is set; run
-    ``housekeeping`` at each beat. The key lives ``TTL_BEATS`` beats."""
+    ``housekeeping`` at each beat, and add what ``report`` says (a process's device and its free
+    memory) to each beat. The key lives ``TTL_BEATS`` beats."""
     stop = threading.Event()
     key = f"{PROCESS_PREFIX if process else NODE_PREFIX}{name}"
-    payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "queues": queues})
+    fixed = {"host": socket.gethostname(), "pid": os.getpid(), "queues": queues}
+
+    def payload() -> str:
+        try:
+            extra = report() if report is not None else {}
+        except Exception:  # a device that cannot be asked (driver gone) must not stop the beat
+            log.exception("device report failed")
+            extra = {}
+        return json.dumps({**fixed, **extra})
 
     def beat() -> None:
         while not stop.is_set():
             try:
-                client.set(key, payload, ex=max(1, round(interval_s * TTL_BEATS)))
+                client.set(key, payload(), ex=max(1, round(interval_s * TTL_BEATS)))
                 if housekeeping is not None:
                     housekeeping()
             except redis.RedisError:

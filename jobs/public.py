@@ -30,6 +30,7 @@ class JobPublic(BaseModel):
     spec: dict[str, Any]
     attempts: int
     worker: str | None = Field(default=None, description="host:pid running the current attempt (for operators).")
+    device: str | None = Field(default=None, description="The device the current (or last) attempt merges on.")
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
@@ -51,6 +52,7 @@ class JobPublic(BaseModel):
             spec=record.spec,
             attempts=record.attempts,
             worker=record.worker,
+            device=record.device,
             cancel_requested=record.cancel_requested,
             created_at=_ts(record.created_at),
             updated_at=_ts(record.updated_at),

@@ -114,6 +114,7 @@ class JobRecord(BaseModel):
     attempt_started_at: float | None = Field(default=None, description="When the current (or last) attempt was claimed.")
     not_before: float | None = Field(default=None, description="A retry's message is due then (queued jobs only).")
     worker: str | None = Field(default=None, description="host:pid of the process running the current attempt.")
+    device: str | None = Field(default=None, description="Where the current (or last) attempt merges: cpu, cuda:0, ...")
     cancel_requested: bool = False
     hub_token_enc: str | None = None
     notify: NotifyTarget | None = None

@@ -308,7 +308,7 @@ class JobStore:
         return self.update(job_id, mutate)
 
     # -- a worker's operations, fenced -------------------------------------------------------
-    def claim(self, job_id: str, me: str, *, lease_s: float) -> JobRecord | None:
+    def claim(self, job_id: str, me: str, *, lease_s: float, device: str | None = None) -> JobRecord | None:
         """queued -> running, or take over a running job whose holder is gone (jobs.lease).
         Returns the claimed record (its ``attempts`` and ``worker`` are the new fence), or None when
         there is nothing to run (finished, cancelled, unknown, or running under a live holder)."""
@@ -321,6 +321,7 @@ class JobStore:
             record.status = JobStatus.running
             record.attempts += 1
             record.worker = me
+            record.device = device
             record.attempt_started_at = now()
             record.not_before = None
             record.started_at = record.started_at or record.attempt_started_at

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from billiard.process import current_process
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown, worker_shutting_down
 
@@ -18,6 +19,7 @@ from jobs.lease import worker_id
 from jobs.queue import enqueue, make_celery, send_deliveries, waiting_job_ids
 from jobs.settings import Settings, get_settings
 from jobs.store import JobStore, connect
+from worker.device import device_report, pin_process_device
 
 log = logging.getLogger("loramerge.worker")
 
@@ -105,12 +107,14 @@ def _stop_housekeeping(**_):
 @worker_process_init.connect
 def _start_process_heartbeat(**_):
     settings = get_settings()
+    device = pin_process_device(settings.device, current_process().index or 0)  # after the fork: CUDA is safe here
     _heartbeat["process"] = start_heartbeat(
         connect(settings.redis_url),
         name=worker_id(),
         queues=[settings.gpu_queue, settings.cpu_queue],
         interval_s=settings.heartbeat_interval_s,
         process=True,
+        report=lambda: device_report(device),
     )
 
 

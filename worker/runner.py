@@ -30,6 +30,7 @@ from merge_core.errors import MergeCancelledError, MergeError
 from merge_core.pipeline import AdapterFolder, run_merge
 from merge_core.spec import MergeSpec
 from worker.attempt import Attempt
+from worker.device import process_device
 from worker.errors import TransientError
 from worker.sinks import PublishContext, publish
 from worker.sources import FetchContext, fetch
@@ -56,7 +57,9 @@ class JobRunner:
     def run(self, job_id: str) -> JobStatus | None:
         """The job's outcome, or None when this delivery had nothing to do or lost the job.
         Raises RetryLater after a transient error with attempts left."""
-        record = self.store.claim(job_id, worker_id(), lease_s=self.settings.job_lease_s)
+        record = self.store.claim(
+            job_id, worker_id(), lease_s=self.settings.job_lease_s, device=process_device(self.settings.device)
+        )
         if record is None:
             current = self.store.get(job_id)
             state = "unknown or expired" if current is None else f"{current.status.value} ({current.worker or 'no worker'})"
@@ -134,7 +137,7 @@ class JobRunner:
                 folders=folders,
                 allow_pickle=self.settings.allow_pickle,
                 max_adapter_bytes=self.settings.max_adapter_bytes,
-                device=self.settings.device,
+                device=process_device(self.settings.device),
                 progress=attempt.progress,
                 should_cancel=attempt.should_cancel,
                 base_model_dir=base_model_dir,
