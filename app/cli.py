@@ -4,7 +4,6 @@ commands (submit, status, cancel, jobs, download: loramerge_client.cli)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import ErrorCode
@@ -27,12 +26,13 @@ def _add_serve(sub) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from app.embedded import serve
+    from jobs.logs import configure_logging
     from jobs.secrets import TokenBox
     from jobs.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
+        configure_logging(settings, "api")  # text or JSON, stderr or <log_dir>/api.log; secrets scrubbed
         TokenBox.from_settings(settings)  # creates secret.key (0600) or refuses one others can read
         gpus = _gpus(args.gpus) if args.gpus else None
     except ValueError as exc:

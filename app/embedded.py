@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 
 from jobs.errors import DataDirInUseError, ErrorCode
+from jobs.logs import LOG_NAME_ENV, wants_own_logging
 from jobs.processes import DataDirLock, die_with_parent, stop_workers
 from jobs.queue import enqueue, make_celery, send_deliveries, waiting_job_ids
 from jobs.redis_server import RedisServer
@@ -113,7 +114,9 @@ def embedded_stack(
             command = webhook_worker_command if i == workers else worker_command
             return subprocess.Popen(
                 command(settings, f"embedded-{'webhooks' if i == workers else i}@%h"),
-                env={**env, **gpu_env(gpus, i)} if i < workers else env,
+                env={**env, **gpu_env(gpus, i), LOG_NAME_ENV: f"worker-{i}"}
+                if i < workers
+                else {**env, LOG_NAME_ENV: "webhooks"},
                 stdout=worker_log,
                 stderr=subprocess.STDOUT if worker_log is not None else None,
                 pass_fds=(lock.fd,),
@@ -258,7 +261,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, gpus: list[
             with embedded_stack(settings, workers=workers, gpus=gpus) as running:
                 if stops.received:
                     return 0
-                server = uvicorn.Server(uvicorn.Config(create_app(running), host=host, port=port, log_level="info"))
+                app = create_app(running)
+                own = {"log_config": None} if wants_own_logging(settings) else {}  # uvicorn's lines go through jobs.logs
+                server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", **own))
                 stops.server = server
                 log.info("loramerge on http://%s:%d (docs at /docs), data in %s", host, port, running.data_dir)
                 server.run()

@@ -13,10 +13,12 @@ from fastapi import FastAPI
 
 from app.body_limit import BodyLimitMiddleware
 from app.deps import Services
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import metrics_registry
 from app.routes import events, health, merges, methods, webhooks
 from app.yaml_body import YamlBodyMiddleware
+from jobs.logs import configure_logging, log_name, wants_own_logging
 from jobs.queue import make_celery, send_deliveries
 from jobs.secrets import TokenBox
 from jobs.settings import Settings, get_settings
@@ -30,6 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not settings.redis_url:
         raise SystemExit("LORAMERGE_REDIS_URL is not set: run `loramerge serve` for the embedded default, or point it at Redis")
+    if wants_own_logging(settings):  # JSON or a log folder: uvicorn's own lines go the same way (jobs.logs)
+        configure_logging(settings, log_name("api"))
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
     keys = settings.tenants_by_key()
     if not keys:
         log.warning("LORAMERGE_API_KEYS is empty: every request is served as tenant 'local' (loopback use only)")
@@ -44,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="loramerge",
         version="0.1.0",
         description="Merge LoRA adapters (DO-Merging and baselines) as asynchronous jobs.",
+        docs_url=None,  # app.docs serves /docs and /redoc from local files (no CDN)
+        redoc_url=None,
     )
+    install_docs(app)
     tokens = TokenBox.from_settings(settings)
     outbox = Outbox(store.redis, ttl_s=settings.finished_job_ttl_s)
     app.state.services = Services(

@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import CollectorRegistry
 
 from jobs.heartbeat import live_processes, live_workers
+from jobs.queue import queue_length, waiting_job_ids
 from jobs.records import JobStatus
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -37,10 +38,22 @@ class JobStoreCollector:
             duration.add_metric([status.value], buckets, total)
         yield duration
 
-        depth = GaugeMetricFamily("loramerge_queue_depth", "Messages waiting in each Celery queue", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "loramerge_queue_depth",
+            "Queued jobs whose message waits in each queue (the backlog: a job cancelled while queued is not counted)",
+            labels=["queue"],
+        )
+        messages = GaugeMetricFamily(
+            "loramerge_queue_messages",
+            "Messages in each Celery queue, those of jobs cancelled while queued included (a worker drops them unrun)",
+            labels=["queue"],
+        )
+        queued = self.store.ids_in(JobStatus.queued)
         for queue in (self.settings.gpu_queue, self.settings.cpu_queue):
-            depth.add_metric([queue], self.store.redis.llen(queue))
+            depth.add_metric([queue], len(waiting_job_ids(self.store.redis, [queue]) & queued))
+            messages.add_metric([queue], queue_length(self.store.redis, queue))
         yield depth
+        yield messages
 
         yield GaugeMetricFamily(
             "loramerge_workers", "Worker nodes with a live heartbeat", value=len(live_workers(self.store.redis))

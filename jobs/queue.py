@@ -73,6 +73,11 @@ def send_deliveries(celery: Celery, settings: Settings, delivery_ids: list[str],
         celery.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=settings.webhook_queue, countdown=countdown)
 
 
+def queue_length(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue`` (every priority step), whatever the state of their jobs."""
+    return sum(client.llen(queue + suffix) for suffix in _PRIORITY_KEYS)
+
+
 def waiting_job_ids(client: redis.Redis, queues: list[str]) -> set[str]:
     """Ids of the jobs whose message waits in one of ``queues`` (not those a worker already took)."""
     ids = set()

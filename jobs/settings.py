@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     webhook_queue: str = Field(default="webhooks", description="Queue of webhook deliveries (own worker, never behind a merge).")
     webhook_concurrency: int = Field(default=4, ge=1, description="Deliveries sent at once by the webhook worker (threads).")
     events_keepalive_s: float = Field(default=15.0, gt=0, description="Server-Sent Events: a keep-alive comment this often.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one object per line (time, level, logger, process, message; job_id, tenant and attempt in a "
+        "job's lines). Secrets are scrubbed either way.",
+    )
+    log_dir: Path | None = Field(
+        default=None,
+        description="A folder for log files: the API (`api.log`), each worker (`worker-0.log`, its pool processes "
+        "`worker-0.pool0.log`) and the webhook worker (`webhooks.log`) each write their own, rotated at 10 MiB, 5 kept. "
+        "Unset: stderr.",
+    )
 
     @field_validator("local_roots", mode="before")
     @classmethod
@@ -172,6 +183,13 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
+
+    @field_validator("log_dir", mode="before")
+    @classmethod
+    def _absolute_log_dir(cls, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # LORAMERGE_LOG_DIR= (empty, as an .env may leave it): stderr
         return Path(value).expanduser().resolve()
 
     def tenants_by_key(self) -> dict[str, str]:

@@ -202,12 +202,13 @@ class JobStore:
         return record
 
     def list(self, tenant: str, *, status: JobStatus | None, limit: int, cursor: int) -> tuple[list[JobRecord], int | None]:
-        """Newest first. ``cursor`` is an offset into the tenant's index; None as next cursor = no more."""
+        """Newest first. ``cursor`` is an offset into the tenant's index; the next cursor is the offset of
+        the next matching job, None when there is none (so a last page never points at an empty one)."""
         index = self._tenant_key(tenant)
         found: list[JobRecord] = []
         position = cursor
         page = max(limit, 100)
-        while len(found) < limit:
+        while True:
             ids = self.redis.zrevrange(index, position, position + page - 1)
             if not ids:
                 return found, None
@@ -218,13 +219,12 @@ class JobStore:
             for raw in raws:
                 if raw is None:
                     continue
-                position += 1
                 record = JobRecord.model_validate_json(raw)
                 if status is None or record.status == status:
-                    found.append(record)
                     if len(found) == limit:
-                        break
-        return found, position
+                        return found, position  # one more matches: the next page starts at it
+                    found.append(record)
+                position += 1
 
     def count(self, status: JobStatus) -> int:
         return self.redis.scard(self._state_key(status))

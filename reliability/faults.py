@@ -27,6 +27,15 @@ def small_spec(stack: ProcessStack, name: str, seed: int = 0) -> dict:
     return {"method": "task_arithmetic", "adapters": [{"source": source}]}
 
 
+def wait_removed(*paths, timeout: float = 60.0) -> None:
+    """A worker removes an attempt's staging folder just after it records the outcome (the runner's
+    ``finally``): wait for that, as a condition, instead of racing it on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while left := [str(p) for p in paths if p.exists()]:
+        assert time.monotonic() < deadline, f"still there {timeout:.0f} s after the job ended: {left}"
+        time.sleep(0.1)
+
+
 def weights_digest(stack: ProcessStack, job_id: str) -> str:
     return hashlib.sha256((stack.settings.results_dir / job_id / "adapter_model.safetensors").read_bytes()).hexdigest()
 
@@ -46,7 +55,7 @@ def worker_kill(stack: ProcessStack) -> dict:
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2, f"attempts {done['attempts']}"
     assert weights_digest(stack, job["id"]) == weights_digest(stack, reference["id"]), "output differs from the undisturbed run"
-    assert not (stack.settings.staging_dir / job["id"]).exists()
+    wait_removed(stack.settings.staging_dir / job["id"])
     return {"attempts": done["attempts"], "recovered_in_s": round(time.monotonic() - killed_at, 1), "bytes_identical": True}
 
 
@@ -138,7 +147,8 @@ def unwritable_sink(stack: ProcessStack) -> dict:
         results.unlink()
         aside.rename(results)
     assert (done["status"], done["error"]["code"]) == ("failed", "destination_failed"), done
-    assert not (results / done["id"]).exists() and not (stack.settings.staging_dir / done["id"]).exists()
+    assert not (results / done["id"]).exists(), "a partial result was left"
+    wait_removed(stack.settings.staging_dir / done["id"])
     return {"code": done["error"]["code"], "partial_result": False}
 
 
@@ -153,6 +163,7 @@ def disk_full(base) -> dict:
                 "id"
             ],
         )
+        wait_removed(*stack.settings.staging_dir.glob("*"))
         leftovers = list(stack.settings.results_dir.glob("*")) + list(stack.settings.staging_dir.glob("*"))
     assert (done["status"], done["error"]["code"]) == ("failed", "storage_full"), done
     assert not leftovers, leftovers
@@ -180,7 +191,7 @@ def worker_node_kill(stack: ProcessStack) -> dict:
         recovered_s = time.monotonic() - killed_at
         stack.workers[index] = stack.start_worker(index)  # back to full strength for the next scenarios
     assert (done["status"], done["attempts"]) == ("succeeded", 2), done
-    assert not (stack.settings.staging_dir / job["id"]).exists()
+    wait_removed(stack.settings.staging_dir / job["id"])
     return {"attempts": done["attempts"], "recovered_in_s": round(recovered_s, 1), "requeued_by": "another worker's lease check"}
 
 

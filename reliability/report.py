@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -21,10 +23,15 @@ def run_scenario(name: str, body: Callable[[], dict]) -> Outcome:
     try:
         figures = body()
         return Outcome(name, True, figures, time.monotonic() - started)
-    except AssertionError as exc:
-        return Outcome(name, False, {}, time.monotonic() - started, str(exc)[:300])
+    except AssertionError as exc:  # a bare `assert` has no message: say which one failed
+        return Outcome(name, False, {}, time.monotonic() - started, f"{str(exc)[:400] or 'assertion failed'} ({_where(exc)})")
     except Exception as exc:
         return Outcome(name, False, {}, time.monotonic() - started, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _where(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno}: {frame.line}"
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -128,30 +128,54 @@ class ProcessStack:
         auth = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
         return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=30)
 
-    def wait_terminal(self, client: httpx.Client, job_id: str, timeout: float = 180) -> dict:
-        """Poll through API restarts and store outages (transport errors and 503s are waited out)."""
-        deadline = time.monotonic() + timeout
-        job = None
-        while time.monotonic() < deadline:
+    def wait_terminal(self, client: httpx.Client, job_id: str, timeout: float = 180, *, cap: float = 1500) -> dict:
+        """Poll through API restarts and store outages (transport errors and 503s are waited out).
+        ``timeout`` counts from the job's last visible change (status, attempt, worker, progress), so a
+        merge that crawls on a busy machine is waited for, while one that stalls fails after ``timeout``
+        saying so; ``cap`` bounds the whole wait."""
+        started = changed = time.monotonic()
+        job, seen = None, None
+        while True:
             try:
                 response = client.get(f"/v1/merges/{job_id}")
                 if response.status_code == 200:
                     job = response.json()
                     if job["status"] in TERMINAL:
                         return job
+                    if _movement(job) != seen:
+                        seen, changed = _movement(job), time.monotonic()
             except httpx.TransportError:
                 pass
+            now = time.monotonic()
+            if now - changed > timeout or now - started > cap:
+                raise AssertionError(
+                    f"job {job_id} not terminal after {now - started:.0f} s, unchanged for {now - changed:.0f} s "
+                    f"(limits {timeout:.0f} s unchanged, {cap:.0f} s in all): {job}"
+                )
             time.sleep(0.1)
-        raise AssertionError(f"job {job_id} not terminal after {timeout} s: {job}")
 
-    def wait_running(self, client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
-        """Until the job is merging (progress past the first module)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_running(self, client: httpx.Client, job_id: str, timeout: float = 120, *, cap: float = 900) -> dict:
+        """Until the job is merging (progress past the first module); ``timeout`` counts from the job's
+        last visible change, as in ``wait_terminal``."""
+        started = changed = time.monotonic()
+        job, seen = None, None
+        while True:
             job = client.get(f"/v1/merges/{job_id}").json()
             if job["status"] == "running" and job["progress"]["stage"] == "merge" and job["progress"]["done"] > 0:
                 return job
             if job["status"] in TERMINAL:
                 raise AssertionError(f"job finished before it could be disturbed: {job}")
+            if _movement(job) != seen:
+                seen, changed = _movement(job), time.monotonic()
+            now = time.monotonic()
+            if now - changed > timeout or now - started > cap:
+                raise AssertionError(
+                    f"job never started merging: unchanged for {now - changed:.0f} s, {now - started:.0f} s in all: {job}"
+                )
             time.sleep(0.05)
-        raise AssertionError("job never started merging")
+
+
+def _movement(job: dict) -> tuple:
+    """What changes while a job moves: a busy machine slows it, a stall stops it."""
+    progress = job.get("progress") or {}
+    return job["status"], job.get("attempts"), job.get("worker"), progress.get("stage"), progress.get("done")

@@ -10,6 +10,7 @@ another worker took its job over raises LeaseLostError at its next write or chec
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -38,7 +39,9 @@ class Attempt:
         self.cancel_seen_at: float | None = None
         self._stop = threading.Event()
         self._last_progress = 0.0
-        self._keeper = threading.Thread(target=self._keep, name=f"lease-{record.id[:8]}", daemon=True)
+        self._keeper = threading.Thread(  # in the job's logging context (jobs.logs): its lines name the job
+            target=contextvars.copy_context().run, args=(self._keep,), name=f"lease-{record.id[:8]}", daemon=True
+        )
 
     # -- lease keeper -------------------------------------------------------------------------
     def __enter__(self) -> Attempt:

@@ -20,6 +20,7 @@ from jobs.queue import enqueue, make_celery, send_deliveries, waiting_job_ids
 from jobs.settings import Settings, get_settings
 from jobs.store import JobStore, connect
 from worker.device import device_report, pin_process_device
+from worker.logs import use_own_logging
 
 log = logging.getLogger("loramerge.worker")
 
@@ -33,6 +34,7 @@ def create_worker_app(settings: Settings) -> Celery:
     return worker_app
 
 
+use_own_logging(get_settings(), "worker")
 app = create_worker_app(get_settings())
 _heartbeat = {}
 

@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jobs.errors import ErrorCode
 from jobs.lease import LeaseLostError, attempts_spent, worker_id
+from jobs.logs import add_job_context, job_context
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, now
 from jobs.request import MergeRequest
 from jobs.secrets import TokenBox
@@ -56,7 +57,12 @@ class JobRunner:
 
     def run(self, job_id: str) -> JobStatus | None:
         """The job's outcome, or None when this delivery had nothing to do or lost the job.
-        Raises RetryLater after a transient error with attempts left."""
+        Raises RetryLater after a transient error with attempts left. Every line logged meanwhile
+        carries the job's id, and once claimed its tenant and attempt (jobs.logs)."""
+        with job_context(job_id=job_id):
+            return self._run(job_id)
+
+    def _run(self, job_id: str) -> JobStatus | None:
         record = self.store.claim(
             job_id, worker_id(), lease_s=self.settings.job_lease_s, device=process_device(self.settings.device)
         )
@@ -65,6 +71,7 @@ class JobRunner:
             state = "unknown or expired" if current is None else f"{current.status.value} ({current.worker or 'no worker'})"
             log.info("job %s: %s, not run by this delivery", job_id, state)
             return None
+        add_job_context(tenant=record.tenant, attempt=record.attempts)
         staging = self.settings.staging_dir / job_id / str(record.attempts)
         for stale in staging.parent.glob("*"):  # leftovers of earlier attempts whose worker died
             if stale.name.isdigit() and int(stale.name) < record.attempts:

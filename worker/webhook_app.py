@@ -20,12 +20,14 @@ from jobs.secrets import TokenBox
 from jobs.settings import get_settings
 from jobs.store import connect
 from jobs.webhooks import Outbox, WebhookSecrets
+from worker.logs import use_own_logging
 from worker.webhook_sender import WebhookSender
 
 log = logging.getLogger("loramerge.webhooks")
 settings = get_settings()
 if not settings.redis_url:
     raise SystemExit("LORAMERGE_REDIS_URL must point at the Redis the API uses")
+use_own_logging(settings, "webhooks")
 app = make_celery(settings, settings.redis_url)
 app.conf.task_default_queue = settings.webhook_queue
 _sweeper = threading.Event()

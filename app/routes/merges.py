@@ -79,7 +79,10 @@ def _enqueue(services, record: JobRecord) -> None:
             "the job queue is unreachable; the job was not queued",
             headers={"Retry-After": RETRY_AFTER_S},
         ) from None
-    log.info("job %s queued on %s for tenant %s (%s)", record.id, record.queue, record.tenant, record.spec.get("method"))
+    log.info(
+        "job %s queued on %s for tenant %s (%s)", record.id, record.queue, record.tenant, record.spec.get("method"),
+        extra={"job_id": record.id, "tenant": record.tenant, "attempt": 0},
+    )  # fmt: skip
 
 
 @router.get("", response_model=JobsPublic)

@@ -222,3 +222,25 @@ def _dead_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+def test_the_last_page_has_no_next_cursor(redis_url):
+    """Four jobs, two a page: the second page is the last (next_cursor None, never an empty third page);
+    with a status filter, the cursor skips to the next job that matches."""
+    store = _store(redis_url)
+    tenant = f"paging-{time.monotonic_ns()}"
+    created = {_new(store, tenant).id for _ in range(4)}
+    ids = [r.id for r in store.list(tenant, status=None, limit=10, cursor=0)[0]]  # newest first
+    assert set(ids) == created
+    first, cursor = store.list(tenant, status=None, limit=2, cursor=0)
+    assert [r.id for r in first] == ids[:2] and cursor == 2
+    second, cursor = store.list(tenant, status=None, limit=2, cursor=cursor)
+    assert [r.id for r in second] == ids[2:] and cursor is None
+    assert store.list(tenant, status=None, limit=4, cursor=0)[1] is None
+    assert store.list(tenant, status=None, limit=5, cursor=0)[1] is None
+    store.request_cancel(ids[0], tenant=tenant)
+    store.request_cancel(ids[3], tenant=tenant)
+    queued, cursor = store.list(tenant, status=JobStatus.queued, limit=1, cursor=0)
+    assert [r.id for r in queued] == [ids[1]] and cursor == 2
+    queued, cursor = store.list(tenant, status=JobStatus.queued, limit=1, cursor=cursor)
+    assert [r.id for r in queued] == [ids[2]] and cursor is None
