@@ -226,7 +226,7 @@ def merge_adapters(
         MergeDivergedError: the result holds NaN or Inf.
         MergeCancelledError: ``should_cancel`` said so.
     """
-    method.check_rank(rank, output_kind)
+    method.check_rank(rank, output_kind, params)
     check_compatible(adapters, base_model_check)
     if base is not None:
         check_against_base(adapters, base)
@@ -237,7 +237,8 @@ def merge_adapters(
         )
     weights = list(weights) if weights is not None else [1.0] * len(adapters)
     device = resolve_device(device)
-    batches = _plan_batches(adapters, method.factored, batch_elements)
+    factored = method.factored and getattr(params, "factored_result", True)  # DO-Merging around TIES is dense
+    batches = _plan_batches(adapters, factored, batch_elements)
     total = sum(len(names) for names, _ in batches)
     seed = params.seed if isinstance(params, SeededParams) else 0
     if getattr(params, "compute_dtype", None) == "float64":
