@@ -15,7 +15,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.deps import Services
 from app.errors import install_error_handlers
 from app.metrics import metrics_registry
-from app.routes import events, health, merges, methods, webhooks
+from app.routes import events, health, inits, merges, methods, webhooks
 from app.yaml_body import YamlBodyMiddleware
 from jobs.queue import make_celery, send_deliveries
 from jobs.secrets import TokenBox
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="loramerge",
         version="0.1.0",
-        description="Merge LoRA adapters (DO-Merging and baselines) as asynchronous jobs.",
+        description="Merge LoRA adapters (DO-Merging and baselines) as asynchronous jobs, and make merge-ready "
+        "LoRA initialisations (OSRM).",
     )
     tokens = TokenBox.from_settings(settings)
     outbox = Outbox(store.redis, ttl_s=settings.finished_job_ttl_s)
@@ -61,6 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(YamlBodyMiddleware)  # inside the body limit (the last added runs first)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (merges, events, webhooks, methods, health):
+    for module in (merges, inits, events, webhooks, methods, health):
         app.include_router(module.router)
     return app

@@ -201,8 +201,11 @@ class JobStore:
             return None
         return record
 
-    def list(self, tenant: str, *, status: JobStatus | None, limit: int, cursor: int) -> tuple[list[JobRecord], int | None]:
-        """Newest first. ``cursor`` is an offset into the tenant's index; None as next cursor = no more."""
+    def list(
+        self, tenant: str, *, status: JobStatus | None, limit: int, cursor: int, kind: str | None = None
+    ) -> tuple[list[JobRecord], int | None]:
+        """Newest first. ``cursor`` is an offset into the tenant's index; None as next cursor = no more.
+        ``kind``: only merge or init jobs (one index holds both)."""
         index = self._tenant_key(tenant)
         found: list[JobRecord] = []
         position = cursor
@@ -220,7 +223,7 @@ class JobStore:
                     continue
                 position += 1
                 record = JobRecord.model_validate_json(raw)
-                if status is None or record.status == status:
+                if (status is None or record.status == status) and (kind is None or record.kind == kind):
                     found.append(record)
                     if len(found) == limit:
                         break
