@@ -146,22 +146,7 @@ class JobRunner:
                 batch_elements=self.settings.merge_batch_elements,
                 on_oom=self.settings.oom_fallback,
             )
-        attempt.before_publish()
-        published = publish(
-            outcome.out_dir,
-            ctx=PublishContext(
-                job_id=record.id,
-                destination=request.output.destination,
-                private=request.output.private,
-                hub_token=token,
-                results_dir=self.settings.results_dir,
-                s3_endpoint_url=self.settings.s3_endpoint_url,
-                commit_message=f"loramerge job {record.id}: {spec.method} of {len(spec.adapters)} adapters",
-            ),
-        )
-        result = JobResult(uri=published.uri, files=published.files, summary=outcome.summary)
-        log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, published.uri)
-        return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
+        return self._publish(record, attempt, request.output, token, outcome, f"{spec.method} of {len(spec.adapters)} adapters")
 
     # -- an init job (OSRM): stage the base model, read the task files, run it forward, publish -----------
     def _execute_init(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
@@ -200,21 +185,25 @@ class JobRunner:
                 progress=attempt.progress,
                 should_cancel=attempt.should_cancel,
             )
+        return self._publish(record, attempt, request.output, token, outcome, f"OSRM initialisation of {len(spec.tasks)} tasks")
+
+    def _publish(self, record: JobRecord, attempt: Attempt, output, token: str | None, outcome, what: str) -> JobStatus:
+        """Publish the attempt's output folder all at once, then record the job as succeeded."""
         attempt.before_publish()
         published = publish(
             outcome.out_dir,
             ctx=PublishContext(
                 job_id=record.id,
-                destination=request.output.destination,
-                private=request.output.private,
+                destination=output.destination,
+                private=output.private,
                 hub_token=token,
                 results_dir=self.settings.results_dir,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
-                commit_message=f"loramerge job {record.id}: OSRM initialisation of {len(spec.tasks)} tasks",
+                commit_message=f"loramerge job {record.id}: {what}",
             ),
         )
         result = JobResult(uri=published.uri, files=published.files, summary=outcome.summary)
-        log.info("init job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, published.uri)
+        log.info("job %s (%s) succeeded in %.1f s -> %s", record.id, what, outcome.elapsed_s, published.uri)
         return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
     def _fetch_context(self, attempt: Attempt, token: str | None) -> FetchContext:

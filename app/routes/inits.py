@@ -76,8 +76,7 @@ def list_inits(
     cursor: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:
     """This tenant's init jobs, newest first."""
-    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor, kind="init")
-    return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_cursor=next_cursor)
+    return merges.jobs_page(services, tenant, "init", status=status, limit=limit, cursor=cursor)
 
 
 def _mount(source: APIRouter, source_prefix: str) -> None:

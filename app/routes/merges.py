@@ -91,7 +91,12 @@ def list_merges(
     cursor: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:
     """This tenant's merge jobs, newest first (init jobs: `GET /v1/inits`)."""
-    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor, kind="merge")
+    return jobs_page(services, tenant, "merge", status=status, limit=limit, cursor=cursor)
+
+
+def jobs_page(services, tenant: str, kind: str, *, status: JobStatus | None, limit: int, cursor: int) -> JobsPublic:
+    """One page of this tenant's jobs of one kind, newest first."""
+    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor, kind=kind)
     return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_cursor=next_cursor)
 
 
