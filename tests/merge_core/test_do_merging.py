@@ -254,3 +254,11 @@ def test_do_merging_around_a_dense_method_needs_a_rank_for_an_adapter_and_refuse
         get_method("do_merging").parse_params({"merge": "ties", "merge_params": {"scope": "model"}})
     with pytest.raises(errors.InvalidParamsError, match="density"):
         get_method("do_merging").parse_params({"merge": "ties", "merge_params": {"density": 7}})
+
+
+def test_zero_descent_steps_leave_the_factors_as_they_are():
+    X = torch.randn(2, 6, 10, dtype=torch.float64)
+    out, stats = orthogonalize(X, [3, 3], steps=0, lr=0.1, mu=0.01, tol=1e-7)
+    assert torch.allclose(out, X) and stats.steps_run.tolist() == [0, 0]
+    do = get_method("do_merging")
+    merge_adapters(make_adapters(), do, do.parse_params({"ortho_steps": 0}), dtype=torch.float64)
