@@ -16,7 +16,7 @@ from app.deps import Services
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import metrics_registry
-from app.routes import events, health, merges, methods, webhooks
+from app.routes import events, health, inits, merges, methods, webhooks
 from app.yaml_body import YamlBodyMiddleware
 from jobs.logs import configure_logging, log_name, wants_own_logging
 from jobs.queue import make_celery, send_deliveries
@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="loramerge",
         version="0.1.0",
-        description="Merge LoRA adapters (DO-Merging and baselines) as asynchronous jobs.",
+        description="Merge LoRA adapters (DO-Merging and baselines) as asynchronous jobs, and make merge-ready "
+        "LoRA initialisations (OSRM).",
         docs_url=None,  # app.docs serves /docs and /redoc from local files (no CDN)
         redoc_url=None,
     )
@@ -71,6 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(YamlBodyMiddleware)  # inside the body limit (the last added runs first)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    for module in (merges, events, webhooks, methods, health):
+    for module in (merges, inits, events, webhooks, methods, health):
         app.include_router(module.router)
     return app

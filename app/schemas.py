@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from jobs.public import JobPublic
-from jobs.request import MergeRequest
+from jobs.request import InitRequest, MergeRequest
 from merge_core.errors import InvalidSpecError
 from merge_core.mergekit import MAX_YAML_BYTES, mergekit_to_spec
 
@@ -53,6 +53,11 @@ class MergeCreate(MergeRequest):
         return {**spec, "output": {**spec["output"], **(output or {})}, "mergekit": text}
 
 
+class InitCreate(InitRequest):
+    """An OSRM initialisation job: the base model, target modules, r, lora_alpha, the tasks with their sample
+    inputs, params, and where the service publishes one PEFT adapter folder per task. Unknown fields are refused."""
+
+
 class JobsPublic(BaseModel):
     jobs: list[JobPublic]
     next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null when there is none.")
@@ -82,4 +87,4 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-__all__ = ["ERROR_RESPONSES", "ErrorBody", "ErrorDetail", "JobPublic", "JobsPublic", "MergeCreate"]
+__all__ = ["ERROR_RESPONSES", "ErrorBody", "ErrorDetail", "InitCreate", "JobPublic", "JobsPublic", "MergeCreate"]

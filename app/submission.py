@@ -9,10 +9,11 @@ import hashlib
 from app.errors import ApiError
 from jobs.errors import ErrorCode
 from jobs.records import NotifyTarget
-from jobs.request import SERVICE_FIELDS, TERMINAL_EVENTS, MergeRequest
+from jobs.request import SERVICE_FIELDS, TERMINAL_EVENTS, InitRequest, MergeRequest
 from jobs.settings import Settings
-from jobs.sources import check_base_model, check_source, destination_kind, source_kind
+from jobs.sources import InvalidSourceError, check_base_model, check_source, confine, destination_kind, source_kind
 from jobs.webhooks import UrlNotAllowedError, check_url
+from merge_core.errors import SourceNotFoundError
 from merge_core.registry import ResolvedSpec, validate_spec
 
 
@@ -38,7 +39,59 @@ def validate_submission(request: MergeRequest, settings: Settings) -> ResolvedSp
     return resolved
 
 
-def notify_target(request: MergeRequest, tenant: str, settings: Settings) -> NotifyTarget | None:
+def validate_init_submission(request: InitRequest, settings: Settings) -> None:
+    """An init job (OSRM): the base model and each task's ``.jsonl`` file under the rules of merge
+    sources, the destination and webhook as for merges; with a local base model, ``target_modules``
+    against its architecture (built from ``config.json`` alone), so a typo is a 422 now."""
+    rules = {"local_roots": settings.local_roots, "data_dir": settings.data_dir, "symlinks": settings.local_symlinks}
+    kind = check_base_model(
+        request.base_model, request.base_model_revision, field="base_model", revision_field="base_model_revision", **rules
+    )
+    for i, task in enumerate(request.tasks):
+        if task.file is None:
+            continue
+        field = f"tasks[{i}].file"
+        if source_kind(task.file) != "local":
+            raise InvalidSourceError(
+                f"{field}: {task.file!r}: a task file is an absolute local path under the allowed roots", field=field
+            )
+        real = confine(task.file, settings.local_roots, field=field, data_dir=settings.data_dir, symlinks=settings.local_symlinks)
+        if not real.is_file():
+            raise SourceNotFoundError(f"{field}: {task.file!r} is not a file on this server", field=field, source=task.file)
+    if kind == "local":
+        _check_target_modules(request, rules)
+    destination_kind(request.output.destination)
+    if request.notify is not None:
+        try:
+            check_url(request.notify.url, settings.webhook_allowed_hosts)
+        except UrlNotAllowedError as exc:
+            raise ApiError(ErrorCode.webhook_url_not_allowed, f"notify.url: {exc}", field="notify.url") from None
+
+
+def _check_target_modules(request: InitRequest, rules: dict) -> None:
+    from merge_core.osrm.core import module_names_from_config, target_names
+
+    folder = confine(request.base_model, field="base_model", **rules)
+    try:
+        modules = module_names_from_config(folder)
+    except Exception:  # an unreadable config: the worker reports it (invalid_base_model) when it loads the model
+        return
+    target_names(modules, request.target_modules)
+
+
+def needs_hub_init(request: InitRequest) -> bool:
+    return source_kind(request.base_model) == "hub" or destination_kind(request.output.destination) == "hub"
+
+
+def init_fingerprint(request: InitRequest) -> str:
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:32]
+
+
+def stored_init_spec(request: InitRequest) -> dict:
+    return request.model_dump(mode="json", exclude={"notify"} if request.notify is None else set())
+
+
+def notify_target(request: MergeRequest | InitRequest, tenant: str, settings: Settings) -> NotifyTarget | None:
     """The job's webhook: its own ``notify``, else the tenant's default URL (terminal events), else none."""
     if request.notify is not None:
         return NotifyTarget(url=request.notify.url, events=list(dict.fromkeys(request.notify.events)))

@@ -52,6 +52,32 @@ def subset(adapters: list[LoraAdapter], layers: int) -> list[LoraAdapter]:
     ]
 
 
+def core_space_tsv(adapters: list[LoraAdapter], device) -> dict:
+    """Peer for measurement only: TSV-M in Core Space (Panariello et al., NeurIPS 2025), ported from the
+    description of their ``get_core_matrices`` + TSV: per module, the stacked ``A``s and ``B``s give
+    reference bases ``V_A``, ``U_B``; each task becomes an ``R × R`` core ``U_Bᵀ (s B_i A_i) V_A``; TSV-M
+    merges the cores (per-task SVD truncated to ``R/n``, polar factors of the concatenated singular
+    vectors) and the result is mapped back. Module by module, as their code loops."""
+    with measure(device) as stats:
+        for name in adapters[0].modules:
+            mods = [a.modules[name] for a in adapters]
+            A = torch.cat([m.A for m in mods]).to(device)  # (R, in)
+            B = torch.cat([m.scale * m.B for m in mods], dim=1).to(device)  # (out, R)
+            V_A = torch.linalg.svd(A, full_matrices=False)[2].T  # (in, R)
+            U_B = torch.linalg.svd(B, full_matrices=False)[0]  # (out, R)
+            cores = [U_B.T @ (m.scale * m.B.to(device)) @ (m.A.to(device) @ V_A) for m in mods]
+            keep = max(1, cores[0].shape[0] // len(cores))
+            svds = [torch.linalg.svd(c) for c in cores]
+            U = torch.cat([u[:, :keep] for u, _, _ in svds], dim=1)
+            S = torch.cat([s_[:keep] for _, s_, _ in svds])
+            Vh = torch.cat([vh[:keep] for _, _, vh in svds], dim=0)
+            P, _, Qh = torch.linalg.svd(U, full_matrices=False)
+            X, _, Yh = torch.linalg.svd(Vh, full_matrices=False)
+            merged = (P @ Qh) @ torch.diag(S) @ (X @ Yh)
+            _ = U_B @ merged @ V_A.T  # mapped back: the dense update a merged model stores
+    return stats
+
+
 def run_ours(adapters, name: str, params: dict, rank, device) -> dict:
     method = get_method(name)
     with measure(device) as stats:
@@ -146,6 +172,9 @@ def main() -> None:
         print(
             f"ours  {name} (exact, rank <= {args.adapters * args.rank})            {args.layers:2d} layers {fmt(results[name])}"
         )
+    results["core_space_tsv"] = core_space_tsv(adapters, device)
+    print(f"peer  Core Space TSV-M (port, dense map back)    {args.layers:2d} layers {fmt(results['core_space_tsv'])}")
+    print(f"ratio Core Space TSV-M / ours tsv: {results['core_space_tsv']['seconds'] / results['tsv']['seconds']:8.2f}x")
     dense = subset(adapters, args.dense_layers)
     scale_dense = args.layers / args.dense_layers
     results["ties"] = run_ours(dense, "ties", {"density": 0.2}, args.rank, device)

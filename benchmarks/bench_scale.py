@@ -2,6 +2,7 @@
 cost of reading the inputs and writing an output of the same size, and DO-Merging's time against n.
 
     python -m benchmarks.bench_scale --adapters 8 16 32 --layers 32            # peak RSS, time, vs I/O
+    python -m benchmarks.bench_scale --adapters 8 --serve                      # ... and the same job via HTTP
     python -m benchmarks.bench_scale --ortho 2 4 8 16 32 64 --device cpu       # DO-Merging at one layer
 
 Each merge runs in a fresh process (``run_merge``, files on disk, as the worker runs it), which reports
@@ -92,10 +93,42 @@ def io_baseline(folders: list[Path], into: Path, nbytes: int) -> float:
     return time.perf_counter() - start
 
 
+def through_the_service(folders: list[Path], workdir: Path, args: argparse.Namespace) -> float:
+    """Seconds from POST to ``succeeded`` for the same merge as a job: real Redis, a real worker, the
+    API over HTTP, inputs hard-linked under the server's local root, the result in its local store."""
+    from support.stack import ProcessStack
+
+    shutil.rmtree(workdir / "stack", ignore_errors=True)
+    with ProcessStack(workdir / "stack") as stack:  # started on entry; its workers merge on the CPU
+        stack.wait_ready()
+        sources = []
+        for i, folder in enumerate(folders):
+            linked = stack.roots / f"a{i}"
+            linked.mkdir()
+            for file in folder.iterdir():
+                os.link(file, linked / file.name)
+            sources.append(str(linked))
+        spec = {"method": args.method, "adapters": [{"source": s} for s in sources]}
+        spec["output"] = {"dtype": args.dtype, **({"rank": args.rank_out} if args.rank_out else {})}
+        with stack.client() as client:
+            start = time.perf_counter()
+            job = client.post("/v1/merges", json=spec).json()
+            done = stack.wait_terminal(client, job["id"], timeout=3600)
+            seconds = time.perf_counter() - start
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"the job ended {done['status']}: {done.get('error')}")
+    shutil.rmtree(workdir / "stack", ignore_errors=True)
+    return seconds
+
+
 def scale(args: argparse.Namespace, workdir: Path) -> None:
     print(f"{args.method}, r{args.rank} adapters, {args.layers} layers of Llama-3-8B shapes, output dtype {args.dtype}")
-    print("| adapters | input GiB | merge s | peak RSS GiB | output GiB | copy inputs + write output s | merge / I/O |")
-    print("|---|---|---|---|---|---|---|")
+    head = "| adapters | input GiB | merge s | peak RSS GiB | output GiB | copy inputs + write output s | merge / I/O |"
+    rule = "|---|---|---|---|---|---|---|"
+    if args.serve:
+        head, rule = head + " job via HTTP s | job / (merge + I/O) |", rule + "---|---|"
+    print(head)
+    print(rule)
     for n in args.adapters:
         folders = write_adapters(workdir, n, args.layers, args.rank)
         size = sum((f / "adapter_model.safetensors").stat().st_size for f in folders)
@@ -120,10 +153,14 @@ def scale(args: argparse.Namespace, workdir: Path) -> None:
         shutil.rmtree(workdir / f"io-{n}")
         shutil.rmtree(out)
         gib = 1024**3
-        print(
+        row = (
             f"| {n} | {size / gib:.2f} | {stats['seconds']:.1f} | {stats['peak_bytes'] / gib:.2f} | "
             f"{stats['written_bytes'] / gib:.2f} | {baseline:.1f} | {stats['seconds'] / baseline:.2f} |"
         )
+        if args.serve:
+            job = through_the_service(folders, workdir, args)
+            row += f" {job:.1f} | {job / (stats['seconds'] + baseline):.2f} |"
+        print(row, flush=True)
 
 
 def ortho(args: argparse.Namespace) -> None:
@@ -155,6 +192,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--serve", action="store_true", help="also run each merge as a job through the service")
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -92,6 +92,14 @@ class ErrorCode(StrEnum):
     unknown_method = auto(), 422, _RJC, "no merge method of this name (`GET /v1/methods` lists them)"
     invalid_params = auto(), 422, _RJC, "a method parameter is unknown or out of range"
     rank_required = auto(), 422, _RJC, "the method's result is not low-rank: set `output.rank`, or write a `merged_model`"
+    invalid_samples = (
+        auto(),
+        422,
+        _RJC,
+        "an init job's task samples: none, a blank text, a duplicate task name, a bad `.jsonl` line, ids outside the vocabulary",
+    )
+    too_many_samples = auto(), 422, _RJC, "an init job: more tasks, samples per task or characters per text than the limits"
+    unknown_module = auto(), 422, _RJC, "an init job's `target_modules` entry matches no linear layer of the base model"
     # -- the job failed (merge_core's codes also end `loramerge merge`) ---------------------------
     source_unavailable = auto(), None, _J, "the Hub or object store answered 5xx/429 or timed out, on every attempt"
     source_forbidden = auto(), None, _J, "the source exists but the token or credentials may not read it"

@@ -17,6 +17,7 @@ def _ts(value: float | None) -> datetime | None:
 
 class JobPublic(BaseModel):
     id: str
+    kind: str = Field(default="merge", description="merge or init (an OSRM initialisation, POST /v1/inits).")
     status: JobStatus
     method: str
     queue: str
@@ -41,6 +42,7 @@ class JobPublic(BaseModel):
     def of(cls, record: JobRecord) -> JobPublic:
         return cls(
             id=record.id,
+            kind=record.kind,
             status=record.status,
             method=record.spec.get("method", ""),
             queue=record.queue,
@@ -65,5 +67,6 @@ def _with_artifact_url(record: JobRecord) -> JobResult | None:
     """The API, not the worker, says where a result in the local store downloads from."""
     if record.result is None:
         return None
-    url = f"/v1/merges/{record.id}/artifact" if record.result.uri.startswith("file://") else None
+    collection = "inits" if record.kind == "init" else "merges"
+    url = f"/v1/{collection}/{record.id}/artifact" if record.result.uri.startswith("file://") else None
     return record.result.model_copy(update={"artifact_url": url})

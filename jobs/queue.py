@@ -61,6 +61,11 @@ def route(resolved: ResolvedSpec, settings: Settings) -> str:
     return settings.cpu_queue if small else settings.gpu_queue
 
 
+def route_init(settings: Settings) -> str:
+    """Init jobs (OSRM) run the base model forward: the ``gpu`` queue."""
+    return settings.gpu_queue
+
+
 def enqueue(celery: Celery, record: JobRecord) -> None:
     """Send the job's message. The Celery task id is the job id, so the sweep of stranded jobs can
     tell which jobs have a message waiting (``waiting_job_ids``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -93,9 +93,15 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+JobKind = Literal["merge", "init"]
+
+
 class JobRecord(BaseModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     tenant: str
+    kind: JobKind = Field(
+        default="merge", description="merge (POST /v1/merges) or init (POST /v1/inits, OSRM); records before it are merges."
+    )
     status: JobStatus = JobStatus.queued
     spec: dict[str, Any]
     queue: str

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from merge_core.osrm.spec import InitSpec
 from merge_core.spec import MergeSpec, OutputSpec
 
 SERVICE_OUTPUT_FIELDS = ("destination", "private")
@@ -54,3 +55,27 @@ class MergeRequest(MergeSpec):
         return MergeSpec.model_validate(
             self.model_dump(exclude={"output": set(SERVICE_OUTPUT_FIELDS), **{name: True for name in SERVICE_FIELDS}})
         )
+
+
+class InitOutput(BaseModel):
+    """``output`` of an init job: only where the service publishes the adapter folders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str | None = Field(
+        default=None, description="Where the service publishes the result: null/'local', 's3://bucket/prefix', 'hf://org/name'."
+    )
+    private: bool = Field(default=True, description="Hub destinations: create the repo private (the default).")
+
+
+class InitRequest(InitSpec):
+    """An OSRM initialisation job (``POST /v1/inits``): the library's ``InitSpec`` (``merge_core.osrm.spec``)
+    plus where to publish and whom to notify. Stored as is in ``JobRecord.spec`` of a record of kind ``init``."""
+
+    output: InitOutput = Field(default_factory=InitOutput)
+    notify: Notify | None = Field(default=None, description="Webhook for this job's events (`url`, `events`).")
+
+    @property
+    def spec(self) -> InitSpec:
+        """The library's spec: this request without its service fields."""
+        return InitSpec.model_validate(self.model_dump(exclude={"output": True, "notify": True}))

@@ -201,9 +201,12 @@ class JobStore:
             return None
         return record
 
-    def list(self, tenant: str, *, status: JobStatus | None, limit: int, cursor: int) -> tuple[list[JobRecord], int | None]:
+    def list(
+        self, tenant: str, *, status: JobStatus | None, limit: int, cursor: int, kind: str | None = None
+    ) -> tuple[list[JobRecord], int | None]:
         """Newest first. ``cursor`` is an offset into the tenant's index; the next cursor is the offset of
-        the next matching job, None when there is none (so a last page never points at an empty one)."""
+        the next matching job, None when there is none (so a last page never points at an empty one).
+        ``kind``: only merge or init jobs (one index holds both)."""
         index = self._tenant_key(tenant)
         found: list[JobRecord] = []
         position = cursor
@@ -220,7 +223,7 @@ class JobStore:
                 if raw is None:
                     continue
                 record = JobRecord.model_validate_json(raw)
-                if status is None or record.status == status:
+                if (status is None or record.status == status) and (kind is None or record.kind == kind):
                     if len(found) == limit:
                         return found, position  # one more matches: the next page starts at it
                     found.append(record)

@@ -187,6 +187,27 @@ class RankRequiredError(LoramergeError):
     http_status = 422
 
 
+class InvalidSamplesError(LoramergeError):
+    """an init job's task samples: none, a blank text, a duplicate task name, a bad `.jsonl` line, ids outside the vocabulary (HTTP 422, request, job, cli)"""
+
+    code = "invalid_samples"
+    http_status = 422
+
+
+class TooManySamplesError(LoramergeError):
+    """an init job: more tasks, samples per task or characters per text than the limits (HTTP 422, request, job, cli)"""
+
+    code = "too_many_samples"
+    http_status = 422
+
+
+class UnknownModuleError(LoramergeError):
+    """an init job's `target_modules` entry matches no linear layer of the base model (HTTP 422, request, job, cli)"""
+
+    code = "unknown_module"
+    http_status = 422
+
+
 class SourceUnavailableError(LoramergeError):
     """the Hub or object store answered 5xx/429 or timed out, on every attempt (job)"""
 
@@ -445,6 +466,9 @@ BY_CODE: dict[str, type[LoramergeError]] = {
     "unknown_method": UnknownMethodError,
     "invalid_params": InvalidParamsError,
     "rank_required": RankRequiredError,
+    "invalid_samples": InvalidSamplesError,
+    "too_many_samples": TooManySamplesError,
+    "unknown_module": UnknownModuleError,
     "source_unavailable": SourceUnavailableError,
     "source_forbidden": SourceForbiddenError,
     "source_not_found": SourceNotFoundError,
@@ -507,6 +531,9 @@ __all__ = [
     "UnknownMethodError",
     "InvalidParamsError",
     "RankRequiredError",
+    "InvalidSamplesError",
+    "TooManySamplesError",
+    "UnknownModuleError",
     "SourceUnavailableError",
     "SourceForbiddenError",
     "SourceNotFoundError",

@@ -75,6 +75,56 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """OSRM initialisation: one PEFT adapter folder per task (``merge_core.osrm``)."""
+    from pydantic import ValidationError
+
+    from merge_core.osrm import parse_jsonl, run_init
+    from merge_core.osrm.spec import InitSpec
+    from merge_core.spec import format_validation_error
+
+    try:
+        raw = json.loads(Path(args.spec).read_text())
+    except FileNotFoundError:
+        raise MergeError(f"spec file {args.spec!r} not found") from None
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"spec file {args.spec!r} is not valid JSON: {exc}") from None
+    try:
+        spec = InitSpec.model_validate(raw)
+    except ValidationError as exc:
+        cause = next((e["ctx"]["error"] for e in exc.errors() if isinstance((e.get("ctx") or {}).get("error"), MergeError)), None)
+        if cause is not None:
+            raise cause from None
+        raise InvalidSpecError(format_validation_error(exc)) from None
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidSpecError(f"output folder {args.out!r} is not empty")
+    files = {}
+    for task in spec.tasks:
+        if task.file is not None:
+            try:
+                data = Path(task.file).expanduser().read_bytes()
+            except OSError as exc:
+                raise MergeError(f"task {task.name!r}: cannot read {task.file!r}: {exc.strerror or exc}") from None
+            files[task.name] = parse_jsonl(data, task, spec.params.samples_per_task)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    outcome = run_init(
+        spec,
+        out,
+        base_model_dir=Path(spec.base_model).expanduser(),
+        files=files,
+        device=device,
+        progress=None if args.quiet else _progress_bar(),
+    )
+    result = {"out": str(outcome.out_dir), "tasks": outcome.tasks, "elapsed_s": round(outcome.elapsed_s, 3)}
+    print(json.dumps({**result, "summary": outcome.summary}, indent=2))
+    return 0
+
+
 def _mergekit_spec(args: argparse.Namespace) -> MergeSpec:
     """A mergekit configuration file: a merged model as mergekit writes it, or with --adapter a LoRA adapter."""
     from merge_core.mergekit import MAX_YAML_BYTES, mergekit_to_spec
@@ -144,6 +194,12 @@ def build_parser(add_commands: Callable | None = None) -> argparse.ArgumentParse
     )
     merge.add_argument("--rank", type=int, default=None, help="mergekit YAML: the adapter's rank (needed by dense methods)")
     merge.set_defaults(func=cmd_merge)
+    init = sub.add_parser("init", help="OSRM: merge-ready LoRA initialisations, one PEFT adapter per task (docs/METHOD.md)")
+    init.add_argument("spec", help="init spec JSON file (the body of POST /v1/inits less output and notify)")
+    init.add_argument("out", help="output folder (must not exist or be empty); one sub-folder per task")
+    init.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    init.add_argument("--quiet", action="store_true", help="no progress bars")
+    init.set_defaults(func=cmd_init)
     methods = sub.add_parser("methods", help="list merge methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output with JSON schemas")
     methods.set_defaults(func=cmd_methods)

@@ -226,7 +226,7 @@ def merge_adapters(
         MergeDivergedError: the result holds NaN or Inf.
         MergeCancelledError: ``should_cancel`` said so.
     """
-    method.check_rank(rank, output_kind)
+    method.check_rank(rank, output_kind, params)
     check_compatible(adapters, base_model_check)
     if base is not None:
         check_against_base(adapters, base)
@@ -237,7 +237,8 @@ def merge_adapters(
         )
     weights = list(weights) if weights is not None else [1.0] * len(adapters)
     device = resolve_device(device)
-    batches = _plan_batches(adapters, method.factored, batch_elements)
+    factored = method.factored and getattr(params, "factored_result", True)  # DO-Merging around TIES is dense
+    batches = _plan_batches(adapters, factored, device_batch_elements(device, batch_elements, dtype))
     total = sum(len(names) for names, _ in batches)
     seed = params.seed if isinstance(params, SeededParams) else 0
     if getattr(params, "compute_dtype", None) == "float64":
@@ -312,6 +313,23 @@ def run_guarded(
 def _release(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+# A batch's working set is several times its factors (copies, Gram matrices, products, the output):
+# a GPU batch gets at most this share of the free memory, counted in factor elements.
+DEVICE_MEMORY_SHARE = 0.25
+WORKING_SET_FACTOR = 8
+
+
+def device_batch_elements(device: torch.device, batch_elements: int, dtype: torch.dtype) -> int:
+    """The batch budget on ``device``: ``batch_elements``, lowered on a GPU to what its free memory holds
+    (``DEVICE_MEMORY_SHARE`` of it, for a working set of ``WORKING_SET_FACTOR`` times the factors). A
+    batch that still runs out of memory is split (``run_guarded``)."""
+    if device.type != "cuda":
+        return batch_elements
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * DEVICE_MEMORY_SHARE) // (torch.empty((), dtype=dtype).element_size() * WORKING_SET_FACTOR)
+    return max(1, min(batch_elements, fits))
 
 
 def _plan_batches(adapters, factored: bool, batch_elements: int) -> list[tuple[list[str], list[tuple[int, bool]]]]:

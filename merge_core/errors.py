@@ -61,6 +61,25 @@ class RankRequiredError(InvalidSpecError):
     code = "rank_required"
 
 
+class InvalidSamplesError(InvalidSpecError):
+    """OSRM initialisation (``merge_core.osrm``): a task's samples are missing, empty or unreadable
+    (no samples, a blank text, a bad ``.jsonl`` line, token ids outside the vocabulary)."""
+
+    code = "invalid_samples"
+
+
+class TooManySamplesError(InvalidSpecError):
+    """OSRM initialisation: more tasks, samples or characters than the limits (``merge_core.osrm.spec``)."""
+
+    code = "too_many_samples"
+
+
+class UnknownModuleError(InvalidSpecError):
+    """OSRM initialisation: a ``target_modules`` entry matches no linear layer of the base model."""
+
+    code = "unknown_module"
+
+
 class SourceNotFoundError(MergeError, ValueError):
     code = "source_not_found"
 

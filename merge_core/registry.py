@@ -65,10 +65,12 @@ class MergeMethod:
                 f"{self.name}: {format_validation_error(exc)}", method=self.name, errors=[e["msg"] for e in exc.errors()]
             ) from None
 
-    def check_rank(self, rank: int | None, kind: str = "adapter") -> None:
+    def check_rank(self, rank: int | None, kind: str = "adapter", params: MethodParams | None = None) -> None:
         """Raise RankRequiredError when this method's full-rank result has no ``output.rank`` to truncate to
-        and goes into an adapter (a ``merged_model`` takes the exact dense update, one module at a time)."""
-        if rank is None and not self.factored and kind != "merged_model":
+        and goes into an adapter (a ``merged_model`` takes the exact dense update, one module at a time).
+        ``params`` may make a factored method dense (DO-Merging around TIES: ``factored_result``)."""
+        factored = self.factored and getattr(params, "factored_result", True)
+        if rank is None and not factored and kind != "merged_model":
             raise RankRequiredError(
                 f"{self.name} gives a full-rank update: set output.rank, or write a merged_model (exact, no rank needed)",
                 method=self.name,
@@ -153,7 +155,7 @@ def validate_spec(spec: MergeSpec) -> ResolvedSpec:
     """
     method = get_method(spec.method)
     params = method.parse_params(spec.params)
-    method.check_rank(spec.output.rank, spec.output.kind)
+    method.check_rank(spec.output.rank, spec.output.kind, params)
     seen = set()
     for i, ref in enumerate(spec.adapters):
         key = (ref.source, ref.revision)

@@ -22,7 +22,7 @@ from jobs.errors import ErrorCode
 from jobs.lease import LeaseLostError, attempts_spent, worker_id
 from jobs.logs import add_job_context, job_context
 from jobs.records import JobError, JobProgress, JobRecord, JobResult, JobStatus, PinnedSource, now
-from jobs.request import MergeRequest
+from jobs.request import InitRequest, MergeRequest
 from jobs.secrets import TokenBox
 from jobs.settings import Settings
 from jobs.sources import check_base_model
@@ -36,7 +36,7 @@ from worker.errors import TransientError
 from worker.sinks import PublishContext, publish
 from worker.sources import FetchContext, fetch
 from worker.sources.hub import fetch_hub_base_model
-from worker.sources.local import Confinement, stage_base_model
+from worker.sources.local import Confinement, read_confined_file, stage_base_model
 
 log = logging.getLogger("loramerge.worker")
 
@@ -128,6 +128,8 @@ class JobRunner:
 
     # -- the pipeline: fetch every source, then merge, then publish -------------------------------
     def _execute(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
+        if record.kind == "init":
+            return self._execute_init(record, attempt, staging)
         request = MergeRequest.model_validate(record.spec)
         spec = request.spec
         token = self._token(record)
@@ -151,21 +153,64 @@ class JobRunner:
                 batch_elements=self.settings.merge_batch_elements,
                 on_oom=self.settings.oom_fallback,
             )
+        return self._publish(record, attempt, request.output, token, outcome, f"{spec.method} of {len(spec.adapters)} adapters")
+
+    # -- an init job (OSRM): stage the base model, read the task files, run it forward, publish -----------
+    def _execute_init(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
+        from merge_core.osrm import MAX_JSONL_BYTES, parse_jsonl, run_init
+
+        request = InitRequest.model_validate(record.spec)
+        spec = request.spec
+        token = self._token(record)
+        ctx = self._fetch_context(attempt, token)
+        files: dict[str, list] = {}
+        for i, task in enumerate(spec.tasks):
+            if task.file is not None:
+                ctx.check()
+                data = read_confined_file(task.file, self.confinement, field=f"tasks[{i}].file", max_bytes=MAX_JSONL_BYTES)
+                files[task.name] = parse_jsonl(data, task, spec.params.samples_per_task)
+        with ExitStack() as held:
+            base_dir, revision = self._stage_model(
+                spec.base_model,
+                spec.base_model_revision,
+                attempt,
+                staging / "base_model",
+                ctx,
+                held,
+                field="base_model",
+                revision_field="base_model_revision",
+            )
+            if revision is not None:
+                spec = spec.model_copy(update={"base_model_revision": revision})
+            attempt.stage = "init"
+            outcome = run_init(
+                spec,
+                staging / "out",
+                base_model_dir=base_dir,
+                files=files,
+                device=process_device(self.settings.device),
+                progress=attempt.progress,
+                should_cancel=attempt.should_cancel,
+            )
+        return self._publish(record, attempt, request.output, token, outcome, f"OSRM initialisation of {len(spec.tasks)} tasks")
+
+    def _publish(self, record: JobRecord, attempt: Attempt, output, token: str | None, outcome, what: str) -> JobStatus:
+        """Publish the attempt's output folder all at once, then record the job as succeeded."""
         attempt.before_publish()
         published = publish(
             outcome.out_dir,
             ctx=PublishContext(
                 job_id=record.id,
-                destination=request.output.destination,
-                private=request.output.private,
+                destination=output.destination,
+                private=output.private,
                 hub_token=token,
                 results_dir=self.settings.results_dir,
                 s3_endpoint_url=self.settings.s3_endpoint_url,
-                commit_message=f"loramerge job {record.id}: {spec.method} of {len(spec.adapters)} adapters",
+                commit_message=f"loramerge job {record.id}: {what}",
             ),
         )
         result = JobResult(uri=published.uri, files=published.files, summary=outcome.summary)
-        log.info("job %s succeeded in %.1f s -> %s", record.id, outcome.elapsed_s, published.uri)
+        log.info("job %s (%s) succeeded in %.1f s -> %s", record.id, what, outcome.elapsed_s, published.uri)
         return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
     def _fetch_context(self, attempt: Attempt, token: str | None) -> FetchContext:
@@ -209,29 +254,46 @@ class JobRunner:
         merge_spec.json and the model card name the exact commit). A local folder is confined again here
         (the record may predate these roots) and staged as links to open, checked descriptors."""
         output = spec.output
+        path, revision = self._stage_model(output.base_model, output.base_model_revision, attempt, into, ctx, held)
+        if revision is None:
+            return path, spec
+        pinned = output.model_copy(update={"base_model_revision": revision})
+        return path, spec.model_copy(update={"output": pinned})
+
+    def _stage_model(
+        self,
+        base_model: str,
+        revision: str | None,
+        attempt: Attempt,
+        into: Path,
+        ctx: FetchContext,
+        held: ExitStack,
+        *,
+        field: str = "output.base_model",
+        revision_field: str = "output.base_model_revision",
+    ) -> tuple[Path, str | None]:
+        """Stage a base model (merges' ``output.base_model``, an init job's ``base_model``) and record it;
+        returns its folder and, from the Hub, the commit sha it was pinned to."""
         confinement = self.confinement
         kind = check_base_model(
-            output.base_model,
-            output.base_model_revision,
+            base_model,
+            revision,
             local_roots=confinement.roots,
+            field=field,
+            revision_field=revision_field,
             data_dir=confinement.data_dir,
             symlinks=confinement.symlinks,
         )
         attempt.progress("fetch_base_model", 0, 1)
         if kind == "hub":
-            fetched = fetch_hub_base_model(
-                output.base_model, output.base_model_revision, into=into, ctx=ctx, progress=attempt.progress
-            )
-            attempt.set_base_model(
-                PinnedSource(source=output.base_model, requested_revision=output.base_model_revision, revision=fetched.revision)
-            )
-            pinned = output.model_copy(update={"base_model_revision": fetched.revision})
-            return fetched.path, spec.model_copy(update={"output": pinned})
+            fetched = fetch_hub_base_model(base_model, revision, into=into, ctx=ctx, progress=attempt.progress, field=field)
+            attempt.set_base_model(PinnedSource(source=base_model, requested_revision=revision, revision=fetched.revision))
+            return fetched.path, fetched.revision
         ctx.check()
-        staged = held.enter_context(stage_base_model(output.base_model, confinement=confinement, into=into))
-        attempt.set_base_model(PinnedSource(source=output.base_model))
+        staged = held.enter_context(stage_base_model(base_model, confinement=confinement, into=into, field=field))
+        attempt.set_base_model(PinnedSource(source=base_model))
         attempt.progress("fetch_base_model", 1, 1)
-        return staged.path, spec
+        return staged.path, None
 
     def _token(self, record: JobRecord) -> str | None:
         if record.hub_token_enc:

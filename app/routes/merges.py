@@ -93,13 +93,19 @@ def list_merges(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobsPublic:
-    """This tenant's jobs, newest first."""
-    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor)
+    """This tenant's merge jobs, newest first (init jobs: `GET /v1/inits`)."""
+    return jobs_page(services, tenant, "merge", status=status, limit=limit, cursor=cursor)
+
+
+def jobs_page(services, tenant: str, kind: str, *, status: JobStatus | None, limit: int, cursor: int) -> JobsPublic:
+    """One page of this tenant's jobs of one kind, newest first."""
+    records, next_cursor = services.store.list(tenant, status=status, limit=limit, cursor=cursor, kind=kind)
     return JobsPublic(jobs=[JobPublic.of(r) for r in records], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
+    """One job by id (any kind: an init job's id works here too, and under `/v1/inits`)."""
     record = services.store.get(job_id, tenant=tenant)
     if record is None:
         raise not_found(job_id)

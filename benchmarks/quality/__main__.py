@@ -22,7 +22,13 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks.quality.apart import merge_apart  # noqa: E402
-from benchmarks.quality.configs import ablation_configs, apart_configs, main_configs, smoke_extras  # noqa: E402
+from benchmarks.quality.configs import (  # noqa: E402
+    ablation_configs,
+    apart_configs,
+    combination_configs,
+    main_configs,
+    smoke_extras,
+)
 from benchmarks.quality.evaluate import Evaluator, accuracies, adapter_deltas, merged_deltas, normalized  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
 from benchmarks.quality.tasks import load_task, task_names  # noqa: E402
@@ -102,7 +108,7 @@ def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
     individual["test"] = accuracies(individual_correct)
     configs = main_configs(rank=RANK * len(tasks))
     if ablations:
-        configs += ablation_configs() + apart_configs()
+        configs += ablation_configs() + combination_configs(rank=RANK * len(tasks)) + apart_configs()
     elif args.smoke:
         configs += smoke_extras()
     rows = []

@@ -43,6 +43,26 @@ def ablation_configs() -> list[dict]:
     return rows
 
 
+def combination_configs(*, rank: int) -> list[dict]:
+    """DO-Merging's components around the other methods (paper Fig. 4a; issue 17's key experiment: do
+    they improve TSV-M?). Each next to its plain row in "main"; dense inner methods keep that row's rank."""
+    inner = {"tsv": {}, "knots": {}, "ties": {"density": 0.2}, "breadcrumbs": {}}
+    rows = []
+    for method, params in inner.items():
+        for ortho, decouple in ((True, True), (True, False), (False, True)):
+            label = {(True, True): "both", (True, False): "ortho only", (False, True): "decouple only"}[(ortho, decouple)]
+            row = {
+                "name": f"DO({method}) {label}",
+                "method": "do_merging",
+                "params": {"merge": method, "merge_params": params, "orthogonalize": ortho, "decouple": decouple},
+                "table": "combinations",
+            }
+            if method in ("ties", "breadcrumbs"):
+                row["rank"] = rank
+            rows.append(row)
+    return rows
+
+
 def apart_configs() -> list[dict]:
     """Paper Tables 10-12: the same methods with A and B merged apart (their product rows are in "main").
 
@@ -56,7 +76,8 @@ def apart_configs() -> list[dict]:
 
 
 def smoke_extras() -> list[dict]:
-    """One row of each extra table, so CI runs the "apart" and orthogonalized-individual paths too."""
+    """One row of each extra table, so CI runs the "apart", orthogonalized-individual and combination paths too."""
     mu = next(row for row in ablation_configs() if row["table"] == "mu")
     ties_apart = next(row for row in apart_configs() if row["method"] == "ties")
-    return [mu, ties_apart]
+    around_tsv = combination_configs(rank=0)[0]  # DO(tsv), both components
+    return [mu, ties_apart, around_tsv]

@@ -123,6 +123,7 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
             "switches": "DO-Merging ablation: the two switches (paper Table 7)",
             "axis": "DO-Merging: magnitude axis (paper Table 8)",
             "mu": "DO-Merging: `ortho_mu` sweep (paper Fig. 3, merged accuracy)",
+            "combinations": "DO-Merging's components around other methods (paper Fig. 4a)",
             "apart": 'A and B merged apart (paper Tables 10-12, "Separate")',
         }
         for key, heading in headings.items():

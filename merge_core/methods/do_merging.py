@@ -10,17 +10,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.lowrank import col_norms, frobenius_norm, row_norms
 from merge_core.ops.orthogonalize import orthogonalize
-from merge_core.registry import MethodParams, register
+from merge_core.registry import MethodParams, get_method, register
 
 MagnitudeAxis = Literal["out", "in", "matrix"]
+InnerMethod = Literal["task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties", "dare_linear", "dare_ties", "tsv", "knots"]
 
 
 class DOMergingParams(MethodParams):
@@ -44,6 +45,30 @@ class DOMergingParams(MethodParams):
         description="Stop a module's descent once the movement still to come is bounded below this (relative); "
         "the default keeps the result within 1e-6 of the full run. 0 runs every step.",
     )
+
+    merge: InnerMethod = Field(
+        default="task_arithmetic",
+        description="The method run on the orthogonalized updates, or on their directions when decoupling "
+        "(METHOD.md §1, paper Fig. 4a); task_arithmetic is DO-Merging as published.",
+    )
+    merge_params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters of the inner method (its own scaling stays 1 unless set here)."
+    )
+    _inner: Any = PrivateAttr(default=None)
+
+    @property
+    def factored_result(self) -> bool:
+        """Exact low rank only where the inner method is (tsv, knots); TIES and the like give dense updates."""
+        return get_method(self.merge).factored
+
+    @model_validator(mode="after")
+    def _inner_params(self) -> DOMergingParams:
+        inner = get_method(self.merge)
+        parsed = inner.parse_params(self.merge_params)  # InvalidParamsError names the inner method
+        if getattr(parsed, "scope", None) == "model":  # model-wide trimming needs a pass of its own over every module
+            raise ValueError(f"merge_params.scope: inside do_merging, {self.merge} trims per module ('module')")
+        self._inner = parsed
+        return self
 
     @model_validator(mode="after")
     def _stable_descent(self) -> DOMergingParams:
@@ -102,14 +127,51 @@ def do_merging(batch: ModuleBatch, params: DOMergingParams) -> BatchResult:
             max_perturbation=torch.maximum(stats_a.max_perturbation, stats_b.max_perturbation),
             ortho_steps_saved=(2 * steps - stats_a.steps_run - stats_b.steps_run).to(device=A_hat.device, dtype=A_hat.dtype),
         )
+    if params.merge != "task_arithmetic":
+        return _around(batch, params, As, Bs, diagnostics)
     if params.decouple:
-        alphas = torch.stack([magnitudes(B, A, params.magnitude_axis) for B, A in zip(Bs, As)])  # (n, N, slices)
-        mean_alpha = alphas.mean(0)
+        alphas, mean_alpha = _magnitudes(Bs, As, params, diagnostics)
         ratios = torch.where(alphas > 0, mean_alpha / alphas.where(alphas > 0, torch.ones_like(alphas)), 0.0)
-        spread = alphas.std(0, correction=0) / mean_alpha.where(mean_alpha > 0, torch.ones_like(mean_alpha))
-        diagnostics["magnitude_spread"] = spread.mean(-1)
         if params.magnitude_axis == "in":
             As = [A * ratio.unsqueeze(-2) for A, ratio in zip(As, ratios)]
         else:  # 'out' scales rows of B; 'matrix' is a (N,1) scalar that broadcasts the same way
             Bs = [B * ratio.unsqueeze(-1) for B, ratio in zip(Bs, ratios)]
     return BatchResult(B=params.scaling * torch.cat(Bs, dim=-1), A=torch.cat(As, dim=-2), diagnostics=diagnostics)
+
+
+def _magnitudes(Bs, As, params: DOMergingParams, diagnostics: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each update's slice norms ``α_i`` (n, N, slices) and their mean ``ᾱ``; records the spread."""
+    alphas = torch.stack([magnitudes(B, A, params.magnitude_axis) for B, A in zip(Bs, As)])
+    mean_alpha = alphas.mean(0)
+    spread = alphas.std(0, correction=0) / mean_alpha.where(mean_alpha > 0, torch.ones_like(mean_alpha))
+    diagnostics["magnitude_spread"] = spread.mean(-1)
+    return alphas, mean_alpha
+
+
+def _around(batch: ModuleBatch, params: DOMergingParams, As, Bs, diagnostics: dict) -> BatchResult:
+    """DO-Merging around another method: that method on the orthogonalized updates, or, when decoupling,
+    on their directions ``W_i / α_i``, whose result is then rescaled by the mean magnitude ``ᾱ``."""
+    axis = params.magnitude_axis
+    if params.decouple:
+        alphas, mean_alpha = _magnitudes(Bs, As, params, diagnostics)
+        inverse = torch.where(alphas > 0, 1 / alphas.where(alphas > 0, torch.ones_like(alphas)), 0.0)
+        if axis == "in":
+            As = [A * inv.unsqueeze(-2) for A, inv in zip(As, inverse)]
+        else:
+            Bs = [B * inv.unsqueeze(-1) for B, inv in zip(Bs, inverse)]
+    ones = [torch.ones_like(c) for c in batch.coef]
+    inner = ModuleBatch(names=batch.names, A=list(As), B=list(Bs), coef=ones, seeds=batch.seeds, checkpoint=batch.checkpoint)
+    out = get_method(params.merge).kernel(inner, params._inner)
+    diagnostics = {**out.diagnostics, **diagnostics}
+    if out.dense is not None:
+        dense = out.dense
+        if params.decouple:
+            dense = dense * (mean_alpha.unsqueeze(-2) if axis == "in" else mean_alpha.unsqueeze(-1))
+        return BatchResult(dense=params.scaling * dense, diagnostics=diagnostics)
+    B, A = out.B, out.A
+    if params.decouple:
+        if axis == "in":
+            A = A * mean_alpha.unsqueeze(-2)
+        else:
+            B = B * mean_alpha.unsqueeze(-1)
+    return BatchResult(B=params.scaling * B, A=A, diagnostics=diagnostics)

@@ -102,7 +102,8 @@ def orthogonalize(
         if on_steps is not None and (step % CHECK_EVERY == 0 or step == steps or time.monotonic() - last >= CHECK_EVERY_S):
             on_steps(step)
             last = time.monotonic()
-    Z[active] = Z_active
+    if Z_active is not Z:  # no step ran (steps = 0): Z is still the zeros it started as
+        Z[active] = Z_active
     if on_steps is not None and active.numel() == 0:
         on_steps(steps)  # every module stopped early: the descent is done
     M = eye + Z

@@ -20,6 +20,8 @@ def test_quality_benchmark_smoke(tmp_path):
     for row in regime["configs"]:
         assert set(row["test"]) == {"bbc_topic", "rt_sentiment"}
         assert 0.2 <= row["test_norm_mean"] <= 3.0, (row["name"], row["test_norm_mean"])
+    around = next(row for row in regime["configs"] if row["table"] == "combinations")
+    assert around["name"] == "DO(tsv) both" and set(around["test"]) == {"bbc_topic", "rt_sentiment"}
     apart = next(row for row in regime["configs"] if row["table"] == "apart")
     assert apart["apart"] and set(apart["test"]) == {"bbc_topic", "rt_sentiment"}
     mu = next(row for row in regime["configs"] if row["table"] == "mu")

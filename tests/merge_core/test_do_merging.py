@@ -203,3 +203,62 @@ def test_do_merging_reports_the_steps_it_saved():
     assert all(d["ortho_steps_saved"] == 0 for d in exact.diagnostics.values())
     for name in merged.modules:
         assert torch.allclose(merged.delta(name), exact.delta(name), rtol=0, atol=1e-6 * exact.delta(name).norm())
+
+
+INNER_IDENTITY = {
+    "ties": {"density": 1.0},
+    "breadcrumbs": {"beta": 1.0, "gamma": 0.0},
+    "dare_linear": {"drop_rate": 0.0},
+    "tsv": {},
+    "knots": {"density": 1.0},
+}
+
+
+@pytest.mark.parametrize("inner", sorted(INNER_IDENTITY))
+@pytest.mark.parametrize("decouple", [True, False])
+def test_do_merging_around_another_method_keeps_the_identity_contract(inner, decouple):
+    """One adapter, weight 1: orthogonalizing does nothing, its direction times its own magnitude is itself,
+    and each inner method at its identity parameters returns its input."""
+    do = get_method("do_merging")
+    adapter = memory_adapter(SHAPES, rank=4, seed=5, scale=2.0)
+    params = do.parse_params({"merge": inner, "merge_params": INNER_IDENTITY[inner], "decouple": decouple})
+    merged = merge_adapters([adapter], do, params, rank=None if params.factored_result else 8, dtype=torch.float64)
+    for name in SHAPES:
+        expected = adapter.modules[name].scale * adapter.modules[name].B @ adapter.modules[name].A
+        assert torch.allclose(merged.delta(name), expected, atol=1e-8 * expected.norm()), (inner, name)
+
+
+@pytest.mark.parametrize("inner", ["ties", "tsv"])
+def test_without_either_component_the_inner_method_is_run_as_it_is(inner):
+    do, plain = get_method("do_merging"), get_method(inner)
+    adapters = make_adapters()
+    rank = None if plain.factored else 12
+    wrapped = merge_adapters(
+        adapters, do, do.parse_params({"merge": inner, "orthogonalize": False, "decouple": False}), rank=rank, dtype=torch.float64
+    )
+    alone = merge_adapters(adapters, plain, plain.parse_params({}), rank=rank, dtype=torch.float64)
+    for name in alone.modules:
+        assert torch.allclose(wrapped.delta(name), alone.delta(name), atol=1e-10), name
+
+
+def test_do_merging_around_a_dense_method_needs_a_rank_for_an_adapter_and_refuses_model_wide_trimming():
+    from merge_core.registry import validate_spec
+    from merge_core.spec import parse_spec
+
+    spec = {"method": "do_merging", "adapters": [{"source": "/a"}], "params": {"merge": "ties"}}
+    with pytest.raises(errors.RankRequiredError):
+        validate_spec(parse_spec(spec))
+    validate_spec(parse_spec({**spec, "output": {"kind": "merged_model", "base_model": "/b"}}))
+    validate_spec(parse_spec({**spec, "params": {"merge": "tsv"}}))  # factored inside: exact, no rank
+    with pytest.raises(errors.InvalidParamsError, match="scope"):
+        get_method("do_merging").parse_params({"merge": "ties", "merge_params": {"scope": "model"}})
+    with pytest.raises(errors.InvalidParamsError, match="density"):
+        get_method("do_merging").parse_params({"merge": "ties", "merge_params": {"density": 7}})
+
+
+def test_zero_descent_steps_leave_the_factors_as_they_are():
+    X = torch.randn(2, 6, 10, dtype=torch.float64)
+    out, stats = orthogonalize(X, [3, 3], steps=0, lr=0.1, mu=0.01, tol=1e-7)
+    assert torch.allclose(out, X) and stats.steps_run.tolist() == [0, 0]
+    do = get_method("do_merging")
+    merge_adapters(make_adapters(), do, do.parse_params({"ortho_steps": 0}), dtype=torch.float64)

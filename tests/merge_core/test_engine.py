@@ -116,3 +116,14 @@ def test_a_module_that_never_fits_fails_typed_or_falls_back_to_the_cpu():
 
     with pytest.raises(errors.DeviceOutOfMemoryError):  # on the CPU there is nowhere to fall back to
         run_guarded(always, ["a"], torch.device("cpu"), "cpu")
+
+
+def test_a_gpu_batch_is_sized_from_its_free_memory(monkeypatch):
+    from merge_core import engine
+
+    assert engine.device_batch_elements(torch.device("cpu"), 1 << 25, torch.float32) == 1 << 25  # the setting
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (64 << 20, 80 << 30))  # 64 MiB free
+    fits = (64 << 20) * engine.DEVICE_MEMORY_SHARE // (4 * engine.WORKING_SET_FACTOR)
+    assert engine.device_batch_elements(torch.device("cuda"), 1 << 25, torch.float32) == fits < 1 << 25
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (80 << 30, 80 << 30))
+    assert engine.device_batch_elements(torch.device("cuda"), 1 << 25, torch.float32) == 1 << 25  # never above it

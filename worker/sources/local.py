@@ -33,6 +33,7 @@ from merge_core.errors import (
     InvalidAdapterConfigError,
     PickleRefusedError,
     SourceNotFoundError,
+    TooManySamplesError,
 )
 from merge_core.pipeline import AdapterFolder
 from merge_core.spec import AdapterRef
@@ -229,6 +230,21 @@ def stage_base_model(
         staged.close()
         raise
     return staged
+
+
+def read_confined_file(source: str, confinement: Confinement, *, field: str, max_bytes: int) -> bytes:
+    """The bytes of one local file named by the caller (an init job's ``.jsonl``), confined and opened
+    race-free like every other local read. Raises LocalPathNotAllowedError, SourceNotFoundError,
+    TooManySamplesError (over ``max_bytes``, however it grows while read)."""
+    real = confine(source, confinement.roots, field=field, data_dir=confinement.data_dir, symlinks=confinement.symlinks)
+    with _closing(open_confined(real, confinement, field=field, shown=source)) as fd:
+        chunks, size = [], 0
+        while chunk := os.read(fd, _CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooManySamplesError(f"{field}: {source!r} is over {max_bytes} bytes", field=field)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _read_index(folder: Path, confinement: Confinement, *, field: str, shown: str) -> dict:
