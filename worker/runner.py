@@ -210,7 +210,8 @@ class JobRunner:
             ),
         )
         result = JobResult(uri=published.uri, files=published.files, summary=outcome.summary)
-        log.info("job %s (%s) succeeded in %.1f s -> %s", record.id, what, outcome.elapsed_s, published.uri)
+        # "job <id> succeeded" is what operators and the fault suite grep for: keep it first
+        log.info("job %s succeeded in %.1f s -> %s (%s)", record.id, outcome.elapsed_s, published.uri, what)
         return attempt.finish(JobStatus.succeeded, result=result, progress=JobProgress(stage="done", done=1, total=1))
 
     def _fetch_context(self, attempt: Attempt, token: str | None) -> FetchContext:
