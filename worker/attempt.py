@@ -31,7 +31,7 @@ log = logging.getLogger("loramerge.worker")
 
 class Attempt:
     def __init__(self, store: JobStore, record: JobRecord, settings: Settings, staging: Path) -> None:
-        self.store, self.settings, self.staging = store, settings, staging
+        self.store, self.settings, self.staging = store, settings, Path(staging)
         self.job_id = record.id
         self.fence = Fence(attempt=record.attempts, worker=record.worker or "")
         self.stage = "fetch"  # fetch, merge, publish: the keeper never kills a publishing attempt
@@ -87,7 +87,7 @@ class Attempt:
             self.settings.cancel_grace_s,
             self.stage,
         )
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.discard_staging()
         try:  # /readyz should not count this process for the rest of its heartbeat's TTL
             self.store.redis.delete(f"{PROCESS_PREFIX}{self.fence.worker}")
         except redis.RedisError:
@@ -135,8 +135,19 @@ class Attempt:
         self.progress("publish", 0, 1)
 
     def finish(self, status: JobStatus, **changes) -> JobStatus:
+        """Record the end. The attempt's staging goes first, so a client that sees the job ended
+        finds none of its files left (nothing of a cancelled or failed job, only the result)."""
+        self.discard_staging()
         self.store.finish(self.job_id, self.fence, status, **changes)
         return status
+
+    def discard_staging(self) -> None:
+        """This attempt's folder, and the job's folder once no attempt has one."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            self.staging.parent.rmdir()
+        except OSError:
+            pass  # another attempt's folder is still there, or it is already gone
 
     def requeue(self, *, progress: JobProgress, not_before: float) -> None:
         self.store.requeue(self.job_id, self.fence, progress=progress, not_before=not_before)

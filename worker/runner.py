@@ -76,15 +76,15 @@ class JobRunner:
         for stale in staging.parent.glob("*"):  # leftovers of earlier attempts whose worker died
             if stale.name.isdigit() and int(stale.name) < record.attempts:
                 shutil.rmtree(stale, ignore_errors=True)
+        attempt = Attempt(self.store, record, self.settings, staging)
         try:
-            with Attempt(self.store, record, self.settings, staging) as attempt:
+            with attempt:
                 return self._attempt(record, attempt, staging)
         except LeaseLostError as exc:
             log.warning("%s; attempt abandoned, nothing recorded or published", exc)
             return None
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            _remove_if_empty(staging.parent)
+            attempt.discard_staging()  # also after a requeue or an abandoned attempt
 
     def _attempt(self, record: JobRecord, attempt: Attempt, staging: Path) -> JobStatus:
         if attempts_spent(record, self.settings.max_attempts + 1):  # claimed once more than allowed
@@ -306,10 +306,3 @@ def _unstaged(message: str, staging: Path) -> str:
     """Name staged copies by the adapter they came from, not by the server's staging path."""
     message = re.sub(re.escape(str(staging / "sources")) + r"/(\d+)", lambda m: f"adapters[{m[1]}]", message)
     return message.replace(str(staging), "<staging>")
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
