@@ -1,11 +1,12 @@
 """Prometheus metrics read from Redis at scrape time, so they are right across API replicas and
-worker processes: jobs by state, finished totals, run-time histogram, queue depth, live workers, webhook deliveries by outcome."""
+worker processes: jobs by state, finished totals, run-time histogram, queue depth, live workers, webhook deliveries by outcome, disk use of each worker node's data dir."""
 
 from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
+from jobs import disk
 from jobs.heartbeat import live_processes, live_workers
 from jobs.queue import queue_length, waiting_job_ids
 from jobs.records import JobStatus
@@ -81,6 +82,8 @@ class JobStoreCollector:
         yield devices
         yield memory
 
+        yield from _disk_metrics(self.store.redis)
+
         deliveries = CounterMetricFamily(
             "loramerge_webhook_deliveries", "Webhook deliveries that ended, by outcome (gone: 410)", labels=["outcome"]
         )
@@ -96,6 +99,27 @@ class JobStoreCollector:
         yield GaugeMetricFamily(
             "loramerge_webhook_pending", "Webhook deliveries waiting in the outbox", value=self.outbox.pending()
         )
+
+
+def _disk_metrics(client):
+    """Each worker node's data dir as its retention pass last reported it (jobs.disk)."""
+    usage = GaugeMetricFamily("loramerge_disk_usage_bytes", "Bytes held in each data dir, by area", labels=["data_dir", "area"])
+    free = GaugeMetricFamily("loramerge_disk_free_bytes", "Free bytes of the file system of each data dir", labels=["data_dir"])
+    for name, report in sorted(disk.reports(client).items()):
+        for area in disk.AREAS:
+            if area in report:
+                usage.add_metric([name, area], report[area])
+        if "free" in report:
+            free.add_metric([name], report["free"])
+    yield usage
+    yield free
+    removed = CounterMetricFamily(
+        "loramerge_retention_removed", "Folders result retention removed, by area (results, staging, hub_cache)", labels=["area"]
+    )
+    totals = disk.removed_totals(client)
+    for area in disk.AREAS:
+        removed.add_metric([area], totals.get(area, 0))
+    yield removed
 
 
 def metrics_registry(store: JobStore, settings: Settings, outbox: Outbox) -> CollectorRegistry:

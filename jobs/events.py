@@ -18,6 +18,7 @@ Events are derived from the record before and after a write (``derive``):
                             (then right before that attempt's ``job.started``, reason ``worker lost``)
 - ``job.cancel_requested``  a client asked a running job to stop
 - ``job.succeeded`` | ``job.failed`` | ``job.cancelled``   the outcome (result or error)
+- ``job.purged``            after the outcome: the job's stored files were deleted (by: tenant or retention)
 
 Webhook event names (``notify.events``) map onto them: queued (accepted, retrying), started,
 progress (stage, progress), succeeded, failed, cancelled. A job sends at most one ``progress`` webhook
@@ -115,6 +116,8 @@ def derive(old: JobRecord | None, new: JobRecord, *, progress_interval_s: float)
             if now() - last >= progress_interval_s:
                 events.append(("job.progress", progress.model_dump()))
                 new.progress_event_at = now()
+    if new.purged_at is not None and old.purged_at is None:
+        events.append(("job.purged", {"by": new.purged_by}))
     if new.status in TERMINAL and old.status not in TERMINAL:
         outcome: dict[str, Any] = {"status": new.status.value}
         if new.error is not None:

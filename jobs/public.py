@@ -33,6 +33,12 @@ class JobPublic(BaseModel):
     worker: str | None = Field(default=None, description="host:pid running the current attempt (for operators).")
     device: str | None = Field(default=None, description="The device the current (or last) attempt merges on.")
     cancel_requested: bool
+    purged: bool = Field(
+        default=False,
+        description="The job's stored result was deleted (`purged_by`: tenant or retention); `result` stays as a record.",
+    )
+    purged_at: datetime | None = None
+    purged_by: str | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -56,6 +62,9 @@ class JobPublic(BaseModel):
             worker=record.worker,
             device=record.device,
             cancel_requested=record.cancel_requested,
+            purged=record.purged_at is not None,
+            purged_at=_ts(record.purged_at),
+            purged_by=record.purged_by,
             created_at=_ts(record.created_at),
             updated_at=_ts(record.updated_at),
             started_at=_ts(record.started_at),
@@ -68,5 +77,6 @@ def _with_artifact_url(record: JobRecord) -> JobResult | None:
     if record.result is None:
         return None
     collection = "inits" if record.kind == "init" else "merges"
-    url = f"/v1/{collection}/{record.id}/artifact" if record.result.uri.startswith("file://") else None
+    local = record.result.uri.startswith("file://") and record.purged_at is None
+    url = f"/v1/{collection}/{record.id}/artifact" if local else None
     return record.result.model_copy(update={"artifact_url": url})

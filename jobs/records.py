@@ -36,7 +36,8 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
 #   running -> running     claim (take-over of a lost holder's job: a new attempt)
 #   running -> queued      requeue (transient error), recover_lost (holder gone)
 #   running -> succeeded | failed | cancelled   finish; recover_lost (worker_lost, time limit)
-# Terminal states are final: a record that ended is never written again except by its TTL.
+# Terminal states are final: a record that ended never changes status again. The one later write is
+# a purge (mark_purged: the tenant or result retention deleted its files), which sets purged_at/by.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.queued: frozenset({JobStatus.running, JobStatus.cancelled, JobStatus.failed}),
     JobStatus.running: frozenset({JobStatus.running, JobStatus.queued, *TERMINAL}),
@@ -124,6 +125,10 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     hub_token_enc: str | None = None
     notify: NotifyTarget | None = None
+    purged_at: float | None = Field(default=None, description="When the job's stored files were deleted.")
+    purged_by: Literal["tenant", "retention"] | None = Field(
+        default=None, description="tenant: DELETE ...?purge=true; retention: LORAMERGE_RESULT_MAX_AGE_S / _MAX_BYTES."
+    )
     progress_event_at: float | None = Field(
         default=None, description="When the last `job.stage` or `job.progress` event was logged (coalescing)."
     )

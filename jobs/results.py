@@ -3,6 +3,7 @@ serves it as a tar (the API knows results by their ``file://`` URI, not by the s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,3 +20,13 @@ def local_folder_of(uri: str, results_dir: Path) -> Path | None:
     folder = Path(unquote(parsed.path)).resolve()
     store = Path(results_dir).resolve()
     return folder if folder.parent == store else None
+
+
+def remove_local_result(uri: str | None, results_dir: Path) -> bool:
+    """Delete the local-store folder a result URI names (nothing outside ``results_dir``). True if a
+    folder was there; an OSError propagates (result retention removes what is left later)."""
+    folder = local_folder_of(uri, results_dir) if uri else None
+    if folder is None or not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True

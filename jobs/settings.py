@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GiB = 1024**3
@@ -53,6 +53,26 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(default=1000, ge=1, description="Queued jobs across tenants; past it POST answers 429.")
     retry_after_s: int = Field(default=30, ge=1, description="Retry-After sent with 429.")
     finished_job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
+    result_max_age_s: int | None = Field(
+        default=None,
+        ge=60,
+        description="Results in the local store older than this are deleted (the job shows `purged_by: retention`). "
+        "Unset: as long as the job record (`LORAMERGE_FINISHED_JOB_TTL_S`), so no result outlives its job.",
+    )
+    result_max_bytes: ByteSize = Field(
+        default=ByteSize(0),
+        ge=0,
+        description="Total size the local result store may hold (`500GiB`); past it the oldest results go first. 0: no bound.",
+    )
+    hub_cache_max_bytes: ByteSize = Field(
+        default=ByteSize(100 * GiB),
+        ge=0,
+        description="Size the Hub cache may hold (`100GiB`); past it the least recently used revisions go, except "
+        "those used within `LORAMERGE_JOB_TIME_LIMIT_S` (a running job may hold them). 0: no bound.",
+    )
+    retention_interval_s: float = Field(
+        default=60.0, gt=0, description="How often each worker node applies retention to its data dir and reports disk use."
+    )
     job_soft_time_limit_s: int = Field(default=3600, ge=10, description="The job fails with `time_limit_exceeded` past this.")
     job_time_limit_s: int = Field(default=3900, ge=20, description="Hard limit: the worker process is killed.")
     job_lease_s: int = Field(

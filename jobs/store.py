@@ -273,7 +273,8 @@ class JobStore:
     def _write(self, pipe, record: JobRecord, old: JobRecord) -> events.Emission:
         """The one write of a changed record: state sets, terminal bookkeeping, events and webhooks."""
         before = old.status
-        if record.status not in TRANSITIONS[before] and not (record.status == before and before not in TERMINAL):
+        purge = record.status == before and before in TERMINAL and record.purged_at is not None and old.purged_at is None
+        if record.status not in TRANSITIONS[before] and not (record.status == before and before not in TERMINAL) and not purge:
             raise InvalidTransitionError(f"job {record.id}: {before.value} -> {record.status.value} is not a transition")
         key = self.job_key(record.id)
         if record.status != before:
@@ -410,6 +411,20 @@ class JobStore:
 
         record = self.update(job_id, mutate)
         return record if record is not None and record.tenant == tenant else None
+
+    def mark_purged(self, job_id: str, *, by: str, tenant: str | None = None) -> JobRecord | None:
+        """Record that a finished job's stored files are being deleted (the only write to an ended
+        record; it keeps its TTL). ``tenant`` set: only that tenant's job. Returns the record (None:
+        unknown, another tenant's); a job not yet ended comes back unchanged, its status says so."""
+
+        def mutate(record: JobRecord) -> bool:
+            if (tenant is not None and record.tenant != tenant) or not record.status.terminal or record.purged_at:
+                return False
+            record.purged_at, record.purged_by = now(), by
+            return True
+
+        record = self.update(job_id, mutate)
+        return None if record is None or (tenant is not None and record.tenant != tenant) else record
 
     # -- sweeps (run by every worker's housekeeping) ----------------------------------------
     def recover_lost(

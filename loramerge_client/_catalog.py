@@ -61,6 +61,20 @@ class JobNotSucceededError(LoramergeError):
     http_status = 409
 
 
+class JobNotFinishedError(LoramergeError):
+    """purge (`DELETE ...?purge=true`) of a job still queued or running: cancel it first (HTTP 409, request)"""
+
+    code = "job_not_finished"
+    http_status = 409
+
+
+class ResultPurgedError(LoramergeError):
+    """artifact of a job whose result was deleted (`purged_by`: tenant or retention) (HTTP 410, request)"""
+
+    code = "result_purged"
+    http_status = 410
+
+
 class ArtifactNotLocalError(LoramergeError):
     """the result went to S3 or the Hub: download it from `result.uri` (HTTP 409, request)"""
 
@@ -448,6 +462,8 @@ BY_CODE: dict[str, type[LoramergeError]] = {
     "job_finished": JobFinishedError,
     "idempotency_key_reused": IdempotencyKeyReusedError,
     "job_not_succeeded": JobNotSucceededError,
+    "job_not_finished": JobNotFinishedError,
+    "result_purged": ResultPurgedError,
     "artifact_not_local": ArtifactNotLocalError,
     "request_too_large": RequestTooLargeError,
     "invalid_request": InvalidRequestError,
@@ -513,6 +529,8 @@ __all__ = [
     "JobFinishedError",
     "IdempotencyKeyReusedError",
     "JobNotSucceededError",
+    "JobNotFinishedError",
+    "ResultPurgedError",
     "ArtifactNotLocalError",
     "RequestTooLargeError",
     "InvalidRequestError",

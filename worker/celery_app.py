@@ -21,6 +21,7 @@ from jobs.settings import Settings, get_settings
 from jobs.store import JobStore, connect
 from worker.device import device_report, pin_process_device
 from worker.logs import use_own_logging
+from worker.retention import Retention
 
 log = logging.getLogger("loramerge.worker")
 
@@ -40,11 +41,14 @@ _heartbeat = {}
 
 
 class Housekeeping:
-    """The sweeps every worker node runs; they are idempotent, so several nodes may run them at once."""
+    """The sweeps every worker node runs; they are idempotent, so several nodes may run them at once
+    (retention takes a lock per data dir: worker.retention)."""
 
     def __init__(self, store: JobStore, settings: Settings) -> None:
         self.store, self.settings = store, settings
         self.last_sweep = 0.0
+        self.retention = Retention(store, settings)
+        self.last_retention = 0.0
         self.stopping = False  # set when this node shuts down: its own pool's jobs are not "lost" then
 
     def requeue(self, record) -> None:
@@ -74,6 +78,9 @@ class Housekeeping:
             log.warning("re-sent the messages of stranded queued jobs: %s", ", ".join(stranded))
         if self.store.scrub_tokens():
             log.info("rewrote the Redis append-only file: dropped Hub tokens no longer on disk")
+        if time.monotonic() - self.last_retention >= settings.retention_interval_s:
+            self.last_retention = time.monotonic()
+            self.retention.start()  # its own thread: deleting a large result must not delay the beat
 
 
 def _queues(sender) -> list[str]:

@@ -17,7 +17,7 @@ from app.tar_stream import tar_folder
 from jobs.errors import ErrorCode
 from jobs.queue import enqueue, route
 from jobs.records import JobError, JobRecord, JobStatus
-from jobs.results import local_folder_of
+from jobs.results import local_folder_of, remove_local_result
 from jobs.store import IdempotencyConflictError, QueueFullError
 
 router = APIRouter(prefix="/v1/merges", tags=["merges"], responses=ERROR_RESPONSES)
@@ -113,14 +113,45 @@ def get_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPubli
 
 
 @router.delete("/{job_id}", status_code=202, response_model=JobPublic)
-def cancel_merge(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
+def cancel_merge(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    response: Response,
+    purge: Annotated[bool, Query(description="Delete a finished job's stored result (200); the record stays, `purged`.")] = False,
+) -> JobPublic:
     """Cancel: a queued job never runs; a running one stops at its next check (within seconds, at most
-    `LORAMERGE_CANCEL_GRACE_S` later) and leaves no result."""
+    `LORAMERGE_CANCEL_GRACE_S` later) and leaves no result. With `purge=true`: delete the result a
+    finished job left in the local store (results pushed to the Hub or S3 are yours and stay); the job
+    then shows `purged: true` and its artifact answers 410."""
+    if purge:
+        return _purge(job_id, services, tenant, response)
     record = services.store.request_cancel(job_id, tenant=tenant)
     if record is None:
         raise not_found(job_id)
     if record.status in (JobStatus.succeeded, JobStatus.failed):
         raise ApiError(ErrorCode.job_finished, f"job {job_id} already {record.status.value}", job_status=record.status.value)
+    return JobPublic.of(record)
+
+
+def _purge(job_id: str, services, tenant: str, response: Response) -> JobPublic:
+    record = services.store.mark_purged(job_id, by="tenant", tenant=tenant)
+    if record is None:
+        raise not_found(job_id)
+    if not record.status.terminal:
+        raise ApiError(
+            ErrorCode.job_not_finished,
+            f"job {job_id} is {record.status.value}; cancel it first (DELETE without purge), then purge it once it has ended",
+            job_status=record.status.value,
+        )
+    try:
+        removed = remove_local_result(record.result.uri if record.result else None, services.settings.results_dir)
+    except OSError as exc:  # recorded as purged: the workers' retention sweep removes what is left
+        log.warning("job %s: purge left files behind (%s); retention removes them", job_id, exc.strerror or exc)
+    else:
+        if removed:
+            log.info("job %s: result purged by its tenant", job_id)
+    response.status_code = 200
     return JobPublic.of(record)
 
 
@@ -130,6 +161,11 @@ def download_artifact(job_id: str, services: ServicesDep, tenant: TenantDep) -> 
     record = services.store.get(job_id, tenant=tenant)
     if record is None:
         raise not_found(job_id)
+    if record.purged_at is not None:
+        raise ApiError(
+            ErrorCode.result_purged,
+            f"job {job_id}'s result was deleted (purged by {record.purged_by} at {JobPublic.of(record).purged_at:%Y-%m-%dT%H:%M:%SZ})",
+        )
     if record.status != JobStatus.succeeded or record.result is None:
         raise ApiError(ErrorCode.job_not_succeeded, f"job {job_id} is {record.status.value}; artifacts exist for succeeded jobs")
     folder = local_folder_of(record.result.uri, services.settings.results_dir)

@@ -17,6 +17,7 @@ from merge_core.errors import BaseModelError, PickleRefusedError, SourceNotFound
 from merge_core.pipeline import AdapterFolder
 from merge_core.spec import AdapterRef
 from worker.hub import hub_errors
+from worker.retention import note_cache_use
 from worker.sources import ADAPTER_FILES, PICKLE_FILE, FetchContext, source
 from worker.sources.local import BASE_INDEX_NAME, MAX_BASE_MODEL_FILES, MAX_CONFIG_BYTES
 
@@ -29,6 +30,7 @@ def fetch_hub(ref: AdapterRef, *, into: Path, field: str, ctx: FetchContext) -> 
     check_source(repo_id, ref.revision, local_roots=[], field=field)  # again here: the record may predate today's rules
     with hub_errors(repo_id):
         info = HfApi(token=token or False).model_info(repo_id, revision=ref.revision or "main")
+        note_cache_use(ctx.hub_cache_dir, repo_id, info.sha)  # before the download: retention keeps it from now on
         files = {s.rfilename: s for s in info.siblings or []}
         wanted = [ADAPTER_FILES[0]]
         if ADAPTER_FILES[1] in files:
@@ -97,6 +99,7 @@ def fetch_hub_base_model(
     with hub_errors(repo_id, missing=missing, what="base model file"):
         info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision or "main")
     sha = info.sha
+    note_cache_use(ctx.hub_cache_dir, repo_id, sha)
     shown = f"{repo_id}@{sha[:12]}"
     names = {s.rfilename for s in info.siblings or []}
     top = sorted(name for name in names if "/" not in name)
