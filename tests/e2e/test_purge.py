@@ -56,3 +56,19 @@ def test_purging_a_running_job_is_refused_until_it_ends(stack, alice):
     assert done["status"] == "cancelled" and done["purged"] is False
     purged = alice.delete(f"/v1/merges/{job['id']}?purge=true")
     assert purged.status_code == 200 and purged.json()["purged"] is True, done
+
+
+def test_the_workers_report_their_disk_use_in_metrics(stack, alice):
+    """The stack's worker runs retention in its housekeeping: its data dir shows in /metrics."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = alice.get("/metrics").text
+        lines = [line for line in text.splitlines() if line.startswith("loramerge_disk_usage_bytes{")]
+        if any(
+            line.startswith('loramerge_disk_usage_bytes{area="results",data_dir="') and f':{stack.settings.data_dir}"}}' in line
+            for line in lines
+        ):
+            break
+        assert time.monotonic() < deadline, f"no disk report for {stack.settings.data_dir}: {lines}"
+        time.sleep(0.5)
+    assert 'loramerge_retention_removed_total{area="staging"}' in text
