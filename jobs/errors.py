@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     idempotency_key_reused = auto(), 409, _R, "this `Idempotency-Key` came before with another request body"
     job_not_succeeded = auto(), 409, _R, "artifact of a job that has not succeeded"
     job_not_finished = auto(), 409, _R, "purge (`DELETE ...?purge=true`) of a job still queued or running: cancel it first"
+    result_not_local = auto(), 409, _R, "purge of a result pushed to the Hub or S3: it is in your repository or bucket"
     result_purged = auto(), 410, _R, "artifact of a job whose result was deleted (`purged_by`: tenant or retention)"
     artifact_not_local = auto(), 409, _R, "the result went to S3 or the Hub: download it from `result.uri`"
     request_too_large = auto(), 413, _R, "request body over `LORAMERGE_MAX_REQUEST_BYTES`"

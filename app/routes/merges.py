@@ -135,6 +135,14 @@ def cancel_merge(
 
 
 def _purge(job_id: str, services, tenant: str, response: Response) -> JobPublic:
+    current = services.store.get(job_id, tenant=tenant)
+    if current is None:
+        raise not_found(job_id)
+    if current.result is not None and not current.result.uri.startswith("file://"):
+        raise ApiError(
+            ErrorCode.result_not_local,
+            f"job {job_id}'s result is at {current.result.uri}, in your repository or bucket: delete it there",
+        )
     record = services.store.mark_purged(job_id, by="tenant", tenant=tenant)
     if record is None:
         raise not_found(job_id)

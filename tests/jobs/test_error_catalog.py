@@ -58,6 +58,7 @@ API_STATUSES = {
     "idempotency_key_reused": 409,
     "job_not_succeeded": 409,
     "job_not_finished": 409,
+    "result_not_local": 409,
     "result_purged": 410,
     "artifact_not_local": 409,
     "request_too_large": 413,
