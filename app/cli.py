@@ -1,5 +1,5 @@
-"""The ``loramerge`` command: merge_core's commands (merge, methods), ``serve``, and the client's remote
-commands (submit, status, cancel, jobs, download: loramerge_client.cli)."""
+"""The ``loramerge`` command: merge_core's commands (merge, init, methods), ``serve``, and the client's remote
+commands (submit, submit-init, status, cancel, jobs, download: loramerge_client.cli)."""
 
 from __future__ import annotations
 

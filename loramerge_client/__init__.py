@@ -7,6 +7,8 @@ webhook signature check (``jobs.webhook_signing``, standard library only)::
         job = client.submit("spec.json")              # or a dict; a fresh Idempotency-Key per call
         job = client.wait(job, timeout=600)           # tqdm bar; a failed job raises its typed error
         client.download(job, "merged/")               # the PEFT folder, extracted safely
+        init = client.submit_init("init.json")        # OSRM (POST /v1/inits): one adapter per task
+        client.download(client.wait(init), "inits/")  # inits/<task>/ for each task, osrm_init.json
 
 Errors: ``LoramergeError`` and one subclass per code (``JobNotFoundError``, ``InvalidParamsError``, ...),
 each with ``code``, ``message``, ``details``, ``status`` and ``job``.

@@ -1,6 +1,8 @@
-"""``loramerge submit | status | cancel | jobs | download``: the HTTP API from the command line.
+"""``loramerge submit | submit-init | status | cancel | jobs | download``: the HTTP API from the command line.
 
-``loramerge`` (app/cli.py) adds these commands beside ``merge``, ``methods`` and ``serve``;
+``submit`` queues a merge, ``submit-init`` an OSRM initialisation (``POST /v1/inits``); the others take
+either kind of job by its id (``jobs --kind init`` lists init jobs). ``loramerge`` (app/cli.py) adds these
+commands beside ``merge``, ``init``, ``methods`` and ``serve``;
 ``python -m loramerge_client`` runs them alone, without importing torch. The server and key come from
 ``--server``/``--api-key`` or ``$LORAMERGE_SERVER``/``$LORAMERGE_API_KEY``. Output is JSON on stdout,
 progress bars on stderr; an error is one line ``error [code]: message`` on stderr, exit status 1 when a
@@ -15,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from loramerge_client.client import DEFAULT_SERVER, Client, Job, load_spec
+from loramerge_client.client import COLLECTIONS, DEFAULT_SERVER, Client, Job, load_spec
 from loramerge_client.errors import InvalidSpecError, LoramergeError
 
 ENV_PREFIX = "env:"
@@ -36,6 +38,14 @@ def _connection_options() -> argparse.ArgumentParser:
     return common
 
 
+def _submit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="wait until the job has finished (progress bar on stderr)")
+    parser.add_argument("--out", help="download the result into this folder (must not exist or be empty); implies --wait")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds --wait waits at most (default: no limit)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--idempotency-key", help="your own key: running this same command again returns the same job")
+
+
 def add_commands(sub) -> None:
     """Add the remote commands to a ``loramerge`` subparsers object."""
     common = _connection_options()
@@ -46,34 +56,56 @@ def add_commands(sub) -> None:
         description="Submit the job spec to the service; prints the job as JSON.",
     )
     submit.add_argument("spec", help="job spec JSON file (plus output.destination, output.private, notify if wanted)")
-    submit.add_argument("--wait", action="store_true", help="wait until the job has finished (progress bar on stderr)")
-    submit.add_argument("--out", help="download the result into this folder (must not exist or be empty); implies --wait")
-    submit.add_argument("--timeout", type=float, default=None, help="seconds --wait waits at most (default: no limit)")
-    submit.add_argument("--quiet", action="store_true", help="no progress bar")
-    submit.add_argument("--idempotency-key", help="your own key: running this same command again returns the same job")
+    _submit_options(submit)
     submit.add_argument(
         "--hub-token",
         default=None,
         help="Hugging Face token for private Hub sources or hf:// destinations, sent as X-Hub-Token; "
         "`env:HF_TOKEN` reads it from that variable (never printed; a literal token shows in `ps`)",
     )
-    submit.set_defaults(func=_runner(cmd_submit))
+    submit.set_defaults(func=_runner(cmd_submit), job_kind="merge")
 
-    status = sub.add_parser("status", parents=[common], help="a job's state as JSON")
+    init = sub.add_parser(
+        "submit-init",
+        parents=[common],
+        help="submit an OSRM initialisation (the body of POST /v1/inits): one PEFT adapter per task",
+        description="Submit an OSRM initialisation job to the service (POST /v1/inits); prints the job as JSON. "
+        "With --out, the folder gets one PEFT adapter folder per task and osrm_init.json.",
+    )
+    init.add_argument(
+        "spec",
+        help="init spec JSON file: the spec `loramerge init` takes, plus output.destination, output.private, notify if "
+        "wanted; a task's `file` is a path on the server (under its LORAMERGE_LOCAL_ROOTS)",
+    )
+    _submit_options(init)
+    init.add_argument(
+        "--hub-token",
+        default=None,
+        help="Hugging Face token for a private Hub base model or an hf:// destination, sent as X-Hub-Token; "
+        "`env:HF_TOKEN` reads it from that variable (never printed; a literal token shows in `ps`)",
+    )
+    init.set_defaults(func=_runner(cmd_submit), job_kind="init")
+
+    status = sub.add_parser("status", parents=[common], help="a job's state as JSON (a merge or an init job)")
     status.add_argument("id")
     status.set_defaults(func=_runner(cmd_status))
 
-    cancel = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job (a merge or an init job)")
     cancel.add_argument("id")
     cancel.set_defaults(func=_runner(cmd_cancel))
 
     jobs = sub.add_parser("jobs", parents=[common], help="list your jobs, newest first")
     jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    jobs.add_argument("--kind", choices=list(COLLECTIONS), default="merge", help="merge jobs (default) or init jobs")
     jobs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     jobs.add_argument("--json", action="store_true", help="the jobs as JSON")
     jobs.set_defaults(func=_runner(cmd_jobs))
 
-    download = sub.add_parser("download", parents=[common], help="download a succeeded job's result into a folder")
+    download = sub.add_parser(
+        "download",
+        parents=[common],
+        help="download a succeeded job's result into a folder (an init job's: one sub-folder per task)",
+    )
     download.add_argument("id")
     download.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     download.set_defaults(func=_runner(cmd_download))
@@ -110,7 +142,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     _check_out(args.out)
     with _client(args, _hub_token(args.hub_token)) as client:
-        job = client.submit(spec, idempotency_key=args.idempotency_key)
+        submit = client.submit_init if args.job_kind == "init" else client.submit
+        job = submit(spec, idempotency_key=args.idempotency_key)
         if not (args.wait or args.out):
             _print(job.data)
             return 0
@@ -144,7 +177,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        jobs = client.list(status=args.status, limit=args.limit)
+        jobs = client.list(status=args.status, limit=args.limit, kind=args.kind)
     if args.json:
         _print([job.data for job in jobs])
         return 0

@@ -2,7 +2,9 @@
 
 Every call answers a :class:`Job` (or raises the typed error of the answer's ``error.code``); 429 and 503
 are retried after ``Retry-After`` (bounded), as are connection failures: every call is safe to repeat,
-``submit`` because it sends one ``Idempotency-Key`` for all its tries.
+``submit`` and ``submit_init`` because each sends one ``Idempotency-Key`` for all its tries. Both kinds of
+job, merges (``submit``) and OSRM initialisations (``submit_init``), are read, waited for, cancelled,
+followed and downloaded by the same methods: the service answers a job's id under either path.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from loramerge_client.sse import Event, parse
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+COLLECTIONS = {"merge": "/v1/merges", "init": "/v1/inits"}  # a job kind and the path its jobs are listed under
 
 
 class Job:
@@ -49,12 +52,17 @@ class Job:
         return self.data.get(key, default)
 
     id = property(lambda self: self.data["id"])
+    kind = property(lambda self: self.data.get("kind") or "merge", doc="merge, or init (an OSRM initialisation)")
     status = property(lambda self: self.data["status"])
     method = property(lambda self: self.data.get("method"))
     progress = property(lambda self: self.data.get("progress") or {})
     error = property(lambda self: self.data.get("error"))
     result = property(lambda self: self.data.get("result"))
     sources = property(lambda self: self.data.get("sources") or [])
+    base_model = property(
+        lambda self: self.data.get("base_model"),
+        doc="The staged base model (source, requested_revision, revision: the Hub commit sha), None until staged",
+    )
 
     @property
     def terminal(self) -> bool:
@@ -112,7 +120,8 @@ class Client:
 
     ``base_url``: the server (default ``$LORAMERGE_SERVER``, else ``http://127.0.0.1:8000``); ``api_key``: sent
     as ``Authorization: Bearer`` (default ``$LORAMERGE_API_KEY``); ``hub_token``: a Hugging Face token sent with
-    each ``submit`` as ``X-Hub-Token`` (the server keeps it encrypted while the job runs, never returns it).
+    each ``submit`` and ``submit_init`` as ``X-Hub-Token`` (the server keeps it encrypted while the job runs,
+    never returns it).
     ``max_retries``: tries after the first on 429/503 and connection failures; the wait is ``Retry-After``
     (else 0.5 s doubling), and an answer asking for more than ``max_retry_wait_s`` is raised at once.
     """
@@ -237,6 +246,30 @@ class Client:
         (the one ``loramerge merge`` takes, plus ``output.destination``/``private``/``notify`` if wanted).
         ``idempotency_key``: by default a fresh uuid4 per call, sent on every retry, so a retried POST
         never makes a second job; pass your own to make a repeat of the whole call safe too."""
+        return self._submit("/v1/merges", spec, idempotency_key=idempotency_key, hub_token=hub_token)
+
+    def submit_init(
+        self,
+        spec: Mapping[str, Any] | str | os.PathLike,
+        *,
+        idempotency_key: str | None = None,
+        hub_token: str | None = None,
+    ) -> Job:
+        """Queue an OSRM initialisation job (``POST /v1/inits``): one PEFT LoRA adapter folder per task, to
+        train each task from before merging. ``spec``: the request body (a mapping) or the path of a JSON
+        file holding it: ``base_model`` (a Hub ID, with ``base_model_revision`` if wanted, or a folder under
+        the server's ``LORAMERGE_LOCAL_ROOTS``), ``target_modules``, ``r``, ``lora_alpha``, ``tasks`` (each a
+        ``name`` and its samples as ``texts``, ``input_ids`` or ``file``), optionally ``params``,
+        ``output.destination``/``private`` and ``notify``. A task's ``file`` is a ``.jsonl`` path *on the
+        server*, read there by the worker; from another machine send the samples inline. The answer is a
+        ``Job`` of kind ``init``: ``get``, ``wait``, ``cancel``, ``events`` and ``download`` take it like a
+        merge. ``idempotency_key`` and ``hub_token`` as for ``submit``; the token reaches a Hub base model
+        or an ``hf://`` destination."""
+        return self._submit("/v1/inits", spec, idempotency_key=idempotency_key, hub_token=hub_token)
+
+    def _submit(
+        self, path: str, spec: Mapping[str, Any] | str | os.PathLike, *, idempotency_key: str | None, hub_token: str | None
+    ) -> Job:
         body = load_spec(spec) if isinstance(spec, str | os.PathLike) else dict(spec)
         auto_key = idempotency_key is None
         headers = {"Idempotency-Key": str(uuid.uuid4()) if auto_key else idempotency_key}
@@ -251,16 +284,19 @@ class Client:
                 return {"Idempotency-Key": str(uuid.uuid4())} if auto_key else None
             return {}
 
-        response = self._request("POST", "/v1/merges", json_body=body, headers=headers, on_retry=on_retry)
+        response = self._request("POST", path, json_body=body, headers=headers, on_retry=on_retry)
         return Job(self._json(response), replayed=response.headers.get("idempotent-replayed") == "true")
 
     def get(self, job: Job | str) -> Job:
-        """The job's current state."""
+        """The job's current state (a merge or an init job: the id says which)."""
         return Job(self._json(self._request("GET", f"/v1/merges/{_job_id(job)}")))
 
-    def list(self, *, status: str | None = None, limit: int | None = 20, page_size: int = 100) -> list[Job]:
-        """This tenant's jobs, newest first (``status``: queued, running, succeeded, failed, cancelled).
-        ``limit=None``: every job (the pages are followed)."""
+    def list(self, *, status: str | None = None, limit: int | None = 20, page_size: int = 100, kind: str = "merge") -> list[Job]:
+        """This tenant's jobs of one ``kind`` (``merge``, the default, or ``init``: OSRM initialisations),
+        newest first (``status``: queued, running, succeeded, failed, cancelled). ``limit=None``: every job
+        (the pages are followed)."""
+        if kind not in COLLECTIONS:
+            raise ValueError(f"kind must be one of {', '.join(COLLECTIONS)}, not {kind!r}")
         jobs: list[Job] = []
         cursor = 0
         while limit is None or len(jobs) < limit:
@@ -268,7 +304,7 @@ class Client:
             params: dict[str, Any] = {"limit": max(1, min(size, 100)), "cursor": cursor}
             if status is not None:
                 params["status"] = status
-            page = self._json(self._request("GET", "/v1/merges", params=params))
+            page = self._json(self._request("GET", COLLECTIONS[kind], params=params))
             jobs += [Job(item) for item in page.get("jobs", [])]
             cursor = page.get("next_cursor")
             if cursor is None or not page.get("jobs"):
@@ -381,7 +417,8 @@ class Client:
 
     def download(self, job: Job | str, into: str | os.PathLike) -> Path:
         """Download a succeeded job's result (local store) into the folder ``into``, which must not exist or
-        be empty: it then holds the PEFT files themselves (``adapter_model.safetensors``, ...). The tar is
+        be empty: it then holds the PEFT files themselves (``adapter_model.safetensors``, ...), or for an
+        init job one PEFT adapter folder per task (``into/<task name>/``) and ``osrm_init.json``. The tar is
         checked as it streams (no absolute paths, ``..``, links or special files: ``UnsafeArtifactError``)
         and against the job's ``result.files``; ``into`` appears only once all of it is there. A dropped
         download starts over (bounded). The artifact URL must be on this client's server (scheme, host and
@@ -409,7 +446,8 @@ class Client:
 
 
 class _ProgressBar:
-    """One tqdm bar per stage of the job (fetch, load, merge, orthogonalize, write, publish)."""
+    """One tqdm bar per stage of the job (a merge: fetch, load, merge, orthogonalize, write, publish; an init
+    job: fetch_base_model, load, forward, solve, write, publish)."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id, self.bar, self.stage = job_id, None, None
@@ -435,7 +473,8 @@ class _ProgressBar:
 
 
 def load_spec(path: str | os.PathLike) -> dict[str, Any]:
-    """A job spec JSON file; ``merge_error`` when it is missing or not a JSON object (like ``loramerge merge``)."""
+    """A job spec JSON file (a merge's or an init job's body); ``merge_error`` when it is missing or not a
+    JSON object (like ``loramerge merge``)."""
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError:

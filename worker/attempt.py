@@ -39,6 +39,7 @@ class Attempt:
         self.cancel_seen_at: float | None = None
         self._stop = threading.Event()
         self._last_progress = 0.0
+        self._last_stage: str | None = None
         self._keeper = threading.Thread(  # in the job's logging context (jobs.logs): its lines name the job
             target=contextvars.copy_context().run, args=(self._keep,), name=f"lease-{record.id[:8]}", daemon=True
         )
@@ -102,12 +103,15 @@ class Attempt:
             raise LeaseLostError(self.job_id, self.fence, None, why="the lease keeper saw the job taken over")
 
     def progress(self, stage: str, done: int, total: int) -> None:
-        """Throttled and best effort: a Redis outage must not abort a merge over a progress line."""
+        """Throttled within a stage and best effort: a Redis outage must not abort a merge over a progress
+        line. A new stage is always written: dropped, the job would show the stage before it for as long as
+        the new one lasts (``publish``, the last, would never show)."""
         self.check()
         moment = time.monotonic()
-        if done < total and moment - self._last_progress < self.settings.progress_interval_s:
+        same_stage = stage == self._last_stage
+        if same_stage and done < total and moment - self._last_progress < self.settings.progress_interval_s:
             return
-        self._last_progress = moment
+        self._last_progress, self._last_stage = moment, stage
         try:
             self.store.set_progress(self.job_id, self.fence, JobProgress(stage=stage, done=done, total=total))
         except redis.RedisError:

@@ -212,6 +212,7 @@ def _model_card(spec: InitSpec, t: int, names: list[str], solved: dict, rows_per
     others = [other.name for i, other in enumerate(spec.tasks) if i != t]
     p = spec.params
     revision = f" at `{spec.base_model_revision}`" if spec.base_model_revision else ""
+    pinned = f', revision="{spec.base_model_revision}"' if spec.base_model_revision else ""  # the commit A was computed on
     lines = [
         "---",
         "library_name: peft",
@@ -269,7 +270,7 @@ def _model_card(spec: InitSpec, t: int, names: list[str], solved: dict, rows_per
         "from peft import PeftModel",
         f"from transformers import {class_name}",
         "",
-        f'base = {class_name}.from_pretrained("{spec.base_model}")',
+        f'base = {class_name}.from_pretrained("{spec.base_model}"{pinned})',
         f'model = PeftModel.from_pretrained(base, "path/to/{task.name}", is_trainable=True)',
         "# ... train on this task only, save with model.save_pretrained(...), then merge the tasks' adapters",
         "```",

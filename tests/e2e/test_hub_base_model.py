@@ -135,3 +135,92 @@ def test_base_model_strings_are_checked_at_submission(stack, alice, base_repo, o
     response = alice.post("/v1/merges", json=spec)
     assert (response.status_code, response.json()["error"]["code"]) == (422, code), response.text
     assert expected in response.json()["error"]["message"]
+
+
+# -- an init job (OSRM, POST /v1/inits) whose base model is a Hub ID with a revision ---------------------
+LLAMA_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}  # at least these
+
+
+@pytest.fixture(scope="module")
+def llama_repo(stack, tmp_path_factory):
+    """``acme/osrm-llama`` (private): ``main`` holds another tiny Llama, branch ``v1`` the one in ``local``
+    (weights, config, tokenizer) plus files the worker must not fetch."""
+    from support.tiny_llama import make_base
+    from support.tiny_tokenizer import make_word_tokenizer
+
+    scratch = tmp_path_factory.mktemp("hub-llama")
+    local, other = make_base(scratch / "v1", seed=0), make_base(scratch / "main", seed=7)
+    for folder in (local, other):
+        make_word_tokenizer(folder, 97, bos=True)
+    assert LLAMA_FILES <= set(_files(local))
+    stack.hub.add_repo("acme/osrm-llama", _files(other), private=True)
+    extra = {"README.md": b"# tiny", "pytorch_model.bin": b"not read", "onnx/model.onnx": b"not read"}
+    v1 = stack.hub.repos["acme/osrm-llama"].commit({**_files(local), **extra}, "v1", branch="v1")
+    return {"local": local, "v1": v1}
+
+
+def _init(revision: str | None, target_modules: list[str] | None = None) -> dict:
+    words = [[" ".join(f"w{(t * 30 + i * 7 + j) % 90}" for j in range(5)) for i in range(5)] for t in range(3)]
+    return {
+        "base_model": "acme/osrm-llama",
+        "base_model_revision": revision,
+        "target_modules": target_modules or ["q_proj", "v_proj"],
+        "r": 4,
+        "lora_alpha": 8,
+        "tasks": [{"name": name, "texts": words[t]} for t, name in enumerate(("sst2", "mnli", "qnli"))],
+    }
+
+
+def test_init_job_pins_a_hub_base_model_and_names_the_commit(stack, alice, llama_repo, tmp_path):
+    from safetensors.torch import load_file
+
+    from merge_core.osrm import run_init
+    from merge_core.osrm.spec import InitSpec
+
+    before = len(stack.hub.fetched("acme/osrm-llama"))
+    response = alice.post("/v1/inits", json=_init("v1"), headers={"X-Hub-Token": HUB_TOKEN})
+    assert response.status_code == 202, response.text  # a private repo: the job's token is kept for the base model
+    done = wait_terminal(alice, response.json()["id"], timeout=180)
+    assert (done["status"], done["kind"]) == ("succeeded", "init"), done
+
+    sha = llama_repo["v1"]
+    assert done["base_model"] == {"source": "acme/osrm-llama", "requested_revision": "v1", "revision": sha, "weight": 1.0}
+    assert done["spec"]["base_model_revision"] == "v1"  # the request as sent
+    out = _result(done)
+    assert json.loads((out / "osrm_init.json").read_text())["base_model_revision"] == sha
+    for task in ("sst2", "mnli", "qnli"):
+        card = (out / task / "README.md").read_text()
+        assert f"base model: `acme/osrm-llama` at `{sha}`" in card and "base_model: acme/osrm-llama" in card, card
+        assert f'from_pretrained("acme/osrm-llama", revision="{sha}")' in card  # the snippet loads that commit
+        config = json.loads((out / task / "adapter_config.json").read_text())
+        assert (config["base_model_name_or_path"], config["revision"]) == ("acme/osrm-llama", sha)
+
+    # the v1 weights and tokenizer were used (main's differ): the adapters equal a local run over v1's files
+    spec = InitSpec.model_validate({**_init(sha)})
+    direct = run_init(spec, tmp_path / "direct", base_model_dir=llama_repo["local"])
+    for task in direct.tasks:
+        served, mine = (
+            load_file(out / task / "adapter_model.safetensors"),
+            load_file(direct.out_dir / task / "adapter_model.safetensors"),
+        )
+        assert served.keys() == mine.keys() and all(served[k].equal(mine[k]) for k in mine), task
+    fetched = stack.hub.fetched("acme/osrm-llama")[before:]
+    assert sorted(fetched) == sorted(p.name for p in llama_repo["local"].iterdir())  # once each; no pickle, README, subfolder
+    assert HUB_TOKEN in stack.hub.seen_tokens
+
+
+@pytest.mark.parametrize(
+    ("revision", "target_modules", "code", "expected"),
+    [
+        ("v1", ["q_proj", "nope"], "unknown_module", "'nope'"),  # a Hub base model's modules: checked by the worker
+        ("no-such-branch", None, "invalid_base_model", "base_model: "),
+    ],
+)
+def test_init_job_with_an_unusable_hub_base_model_fails_with_its_code(
+    stack, alice, llama_repo, revision, target_modules, code, expected
+):
+    response = alice.post("/v1/inits", json=_init(revision, target_modules), headers={"X-Hub-Token": HUB_TOKEN})
+    assert response.status_code == 202, response.text
+    done = wait_terminal(alice, response.json()["id"], timeout=180)
+    assert (done["status"], done["error"]["code"], done["attempts"]) == ("failed", code, 1), done
+    assert expected in done["error"]["message"] and done["result"] is None

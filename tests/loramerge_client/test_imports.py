@@ -32,4 +32,6 @@ def test_standalone_commands_run():
     done = subprocess.run(
         [sys.executable, "-m", "loramerge_client", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 0 and all(name in done.stdout for name in ("submit", "status", "cancel", "jobs", "download"))
+    assert done.returncode == 0 and all(
+        name in done.stdout for name in ("submit", "submit-init", "status", "cancel", "jobs", "download")
+    )

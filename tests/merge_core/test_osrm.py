@@ -263,3 +263,15 @@ def test_cli_init_reads_jsonl_files(llama, tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     assert main(["init", str(tmp_path / "bad.json"), str(tmp_path / "out2"), "--quiet"]) == 2
     assert "error [invalid_samples]" in capsys.readouterr().err
+
+
+def test_model_card_and_config_name_the_base_models_revision(llama, tmp_path):
+    """A pinned base (the service passes a Hub base model's commit sha): the card's snippet loads that commit."""
+    spec = InitSpec.model_validate({**base_spec(llama, tasks=task_ids(2, 3)), "base_model_revision": "0123abcd" * 5})
+    run_init(spec, tmp_path / "out", base_model_dir=llama)
+    card = (tmp_path / "out" / "task0" / "README.md").read_text()
+    assert f'from_pretrained("{llama}", revision="{"0123abcd" * 5}")' in card and f"at `{'0123abcd' * 5}`" in card
+    assert json.loads((tmp_path / "out" / "task0" / "adapter_config.json").read_text())["revision"] == "0123abcd" * 5
+    unpinned = InitSpec.model_validate(base_spec(llama, tasks=task_ids(2, 3)))
+    run_init(unpinned, tmp_path / "plain", base_model_dir=llama)
+    assert f'from_pretrained("{llama}")' in (tmp_path / "plain" / "task0" / "README.md").read_text()
