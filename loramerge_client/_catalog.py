@@ -68,6 +68,13 @@ class JobNotFinishedError(LoramergeError):
     http_status = 409
 
 
+class ResultNotLocalError(LoramergeError):
+    """purge of a result pushed to the Hub or S3: it is in your repository or bucket (HTTP 409, request)"""
+
+    code = "result_not_local"
+    http_status = 409
+
+
 class ResultPurgedError(LoramergeError):
     """artifact of a job whose result was deleted (`purged_by`: tenant or retention) (HTTP 410, request)"""
 
@@ -463,6 +470,7 @@ BY_CODE: dict[str, type[LoramergeError]] = {
     "idempotency_key_reused": IdempotencyKeyReusedError,
     "job_not_succeeded": JobNotSucceededError,
     "job_not_finished": JobNotFinishedError,
+    "result_not_local": ResultNotLocalError,
     "result_purged": ResultPurgedError,
     "artifact_not_local": ArtifactNotLocalError,
     "request_too_large": RequestTooLargeError,
@@ -530,6 +538,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "JobNotSucceededError",
     "JobNotFinishedError",
+    "ResultNotLocalError",
     "ResultPurgedError",
     "ArtifactNotLocalError",
     "RequestTooLargeError",

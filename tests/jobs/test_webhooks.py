@@ -236,9 +236,10 @@ def test_a_worker_lost_is_logged_as_a_retry_with_its_reason(client):
     record, _ = store.create(JobRecord(tenant="t", spec={"method": "x"}, queue="nowhere", notify=notify), max_queued=100)
     store.claim(record.id, "elsewhere:1", lease_s=60)
     # its process was killed: the redelivered message takes the job over once the lease ran out
-    assert store.claim(record.id, "elsewhere:2", lease_s=0) is not None
+    # (lease_s=-1: already out; 0 is not when both writes fall in the same millisecond)
+    assert store.claim(record.id, "elsewhere:2", lease_s=-1) is not None
     # and that one is lost too: the sweep puts the job back in the queue
-    assert record.id in store.recover_lost(lease_s=0, max_attempts=5, time_limit_s=3600, requeue=lambda r: None)
+    assert record.id in store.recover_lost(lease_s=-1, max_attempts=5, time_limit_s=3600, requeue=lambda r: None)
 
     logged, _ = events.read(client, record.id, cursor=None, limit=100)
     assert [e["type"] for e in logged] == ["job.accepted", "job.started", "job.retrying", "job.started", "job.retrying"]
