@@ -1,4 +1,4 @@
-"""``loramerge submit | submit-init | status | cancel | jobs | download``: the HTTP API from the command line.
+"""``loramerge submit | submit-init | status | cancel | purge | jobs | download``: the HTTP API from the command line.
 
 ``submit`` queues a merge, ``submit-init`` an OSRM initialisation (``POST /v1/inits``); the others take
 either kind of job by its id (``jobs --kind init`` lists init jobs). ``loramerge`` (app/cli.py) adds these
@@ -94,6 +94,10 @@ def add_commands(sub) -> None:
     cancel.add_argument("id")
     cancel.set_defaults(func=_runner(cmd_cancel))
 
+    purge = sub.add_parser("purge", parents=[common], help="delete a finished job's result from the server's store")
+    purge.add_argument("id")
+    purge.set_defaults(func=_runner(cmd_purge))
+
     jobs = sub.add_parser("jobs", parents=[common], help="list your jobs, newest first")
     jobs.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     jobs.add_argument("--kind", choices=list(COLLECTIONS), default="merge", help="merge jobs (default) or init jobs")
@@ -172,6 +176,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         _print(client.cancel(args.id).data)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.purge(args.id).data)
     return 0
 
 

@@ -59,6 +59,7 @@ class Job:
     error = property(lambda self: self.data.get("error"))
     result = property(lambda self: self.data.get("result"))
     sources = property(lambda self: self.data.get("sources") or [])
+    purged = property(lambda self: bool(self.data.get("purged")), doc="its stored result was deleted (tenant or retention)")
     base_model = property(
         lambda self: self.data.get("base_model"),
         doc="The staged base model (source, requested_revision, revision: the Hub commit sha), None until staged",
@@ -315,6 +316,12 @@ class Client:
         """Cancel: a queued job never runs; a running one stops within seconds and leaves no result.
         A job that already succeeded or failed raises ``JobFinishedError``."""
         return Job(self._json(self._request("DELETE", f"/v1/merges/{_job_id(job)}")))
+
+    def purge(self, job: Job | str) -> Job:
+        """Delete a finished job's result from the server's store; the job then shows ``purged``. A job
+        still queued or running raises ``JobNotFinishedError`` (cancel it first); one whose result went to
+        the Hub or S3 raises ``ResultNotLocalError`` (delete it there)."""
+        return Job(self._json(self._request("DELETE", f"/v1/merges/{_job_id(job)}", params={"purge": "true"})))
 
     def methods(self) -> list[dict[str, Any]]:
         """Every merge method with its parameter schema."""

@@ -4,7 +4,10 @@ running is refused with 409, another tenant's job is a 404."""
 
 from __future__ import annotations
 
+import json
 import time
+
+import pytest
 
 from support.factories import write_adapter_folder
 from tests.e2e.conftest import wait_terminal
@@ -72,3 +75,25 @@ def test_the_workers_report_their_disk_use_in_metrics(stack, alice):
         assert time.monotonic() < deadline, f"no disk report for {stack.settings.data_dir}: {lines}"
         time.sleep(0.5)
     assert 'loramerge_retention_removed_total{area="staging"}' in text
+
+
+def test_the_client_and_the_remote_cli_purge(stack, tmp_path):
+    from loramerge_client import Client, JobNotFinishedError
+    from tests.e2e.conftest import KEYS
+    from tests.e2e.test_client import _cli
+
+    source = str(write_adapter_folder(stack.roots / "purge-client", seed=12))
+    with Client(stack.api_url, api_key=KEYS["alice"]) as client:
+        first = client.wait(client.submit({"method": "task_arithmetic", "adapters": [{"source": source}]}), timeout=120)
+        assert client.purge(first).purged and not (stack.settings.results_dir / first.id).exists()
+        second = client.submit({"method": "task_arithmetic", "adapters": [{"source": source}]})
+        if client.get(second).status in ("queued", "running"):
+            with pytest.raises(JobNotFinishedError):
+                client.purge(second)
+        client.wait(second, timeout=120)
+    env = {"LORAMERGE_SERVER": stack.api_url, "LORAMERGE_API_KEY": KEYS["alice"]}
+    done = _cli("purge", second.id, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["purged_by"] == "tenant" and not (stack.settings.results_dir / second.id).exists()
+    unknown = _cli("purge", "0" * 32, env=env)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error [job_not_found]")
