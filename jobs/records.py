@@ -68,7 +68,10 @@ class ResultFile(BaseModel):
 class JobResult(BaseModel):
     uri: str = Field(description="Where the result lives: file://, s3:// or a Hub URL.")
     files: list[ResultFile]
-    summary: dict[str, int | float] = Field(description="Diagnostics summary (overlap, magnitude spread, compression error).")
+    summary: dict[str, int | float | str] = Field(
+        description="Diagnostics summary (overlap, magnitude spread, compression error; scaling_requested, scaling_rule and "
+        "the λ applied, scaling_mean/_min/_max)."
+    )
     artifact_url: str | None = Field(
         default=None, description="Tar download, for results in the local store (set by the API when it answers)."
     )

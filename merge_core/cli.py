@@ -165,9 +165,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{m['name']:16} {m['summary']}")
         for pname, schema in m["params_schema"].get("properties", {}).items():
             default = schema.get("default")
-            choices = schema.get("enum")  # Literal parameters: show the choices, not "string"
-            kind = "|".join(str(v) for v in choices) if choices else schema.get("type") or "value"
-            print(f"    {pname:15} {kind:8} default={default!r:8} {schema.get('description', '')}")
+            # Literal parameters show their choices, not "string"; a number or a choice (scaling) shows both
+            options = schema.get("anyOf") or [schema]
+            kinds = [str(v) for o in options for v in (o.get("enum") or [o.get("type") or "value"])]
+            here = f" Here 'auto' is {m['auto_scaling']}." if pname == "scaling" else ""
+            print(f"    {pname:15} {'|'.join(kinds):8} default={default!r:8} {schema.get('description', '')}{here}")
     return 0
 
 

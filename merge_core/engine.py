@@ -36,6 +36,9 @@ from merge_core.errors import (
 from merge_core.ops.lowrank import randomized_svd, svd_from_factors, truncate
 from merge_core.registry import MergeMethod, MethodParams, SeededParams
 from merge_core.safetensors_writer import save_tensors
+from merge_core.scaling import Scaling
+from merge_core.scaling import apply as apply_scaling
+from merge_core.scaling import resolve as resolve_scaling
 from merge_core.spec import BaseModelCheck
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -48,6 +51,8 @@ class MergedAdapter:
     """The merged update of every module as LoRA factors ``B (out, r)``, ``A (r, in)`` with scale 1,
     or, for a full-rank update kept exact (DoRA into a merged model), as a dense ``(out, in)`` in ``dense``.
     ``embeddings`` names the modules that are embedding layers (their ``ΔW`` is never transposed).
+    ``scaling`` is λ as the method's parameters asked for it and the rule it resolved to; each module's λ is
+    its diagnostic ``scaling``.
 
     A merge given a ``spill_dir`` keeps each batch's result on disk there (``StoredTensor``), so memory
     holds one batch, not the whole output; read factors with ``factors(name)``. The folder is removed
@@ -60,6 +65,7 @@ class MergedAdapter:
     dense: dict[str, torch.Tensor | StoredTensor] = field(default_factory=dict)
     embeddings: set[str] = field(default_factory=set)
     spill_dir: Path | None = field(default=None, repr=False)
+    scaling: Scaling | None = None
 
     def __post_init__(self) -> None:
         if self.spill_dir is not None:
@@ -93,13 +99,17 @@ class MergedAdapter:
         delta = self.delta(name, **where)
         return delta.T if self.fan_in_fan_out and name not in self.embeddings else delta
 
-    def summary(self) -> dict[str, float]:
-        """Mean and max of every per-module diagnostic."""
+    def summary(self) -> dict[str, float | str]:
+        """Mean and max of every per-module diagnostic (and the least λ), after the λ asked for and its rule."""
         keys = sorted({k for d in self.diagnostics.values() for k in d})
-        out: dict[str, float] = {"modules": len(self.names())}  # a count: an int in JSON too
+        out: dict[str, float | str] = {"modules": len(self.names())}  # a count: an int in JSON too
+        if self.scaling is not None:
+            out.update(scaling_requested=self.scaling.requested, scaling_rule=self.scaling.rule)
         for key in keys:
             values = [d[key] for d in self.diagnostics.values() if key in d]
             out[f"{key}_mean"] = sum(values) / len(values)
+            if key == "scaling":
+                out[f"{key}_min"] = min(values)
             out[f"{key}_max"] = max(values)
         return out
 
@@ -203,7 +213,8 @@ def merge_adapters(
 
     Args:
         adapters: loaded adapters (``load_adapter``) of one base model; target modules may differ.
-        method, params: a registered method and its parsed parameters (``validate_spec``).
+        method, params: a registered method and its parsed parameters (``validate_spec``); ``params.scaling`` is
+            resolved here (``merge_core.scaling``) and applied to each module's result.
         weights: ``weights[i]`` multiplies adapter i's update ``ΔW_i`` (default 1 each).
         rank: ``None`` keeps the exact result (factors, or for a dense method into a ``merged_model`` the dense
             update in ``MergedAdapter.dense``); an integer truncates each module by SVD to at most that rank and
@@ -249,6 +260,7 @@ def merge_adapters(
         fan_in_fan_out=adapters[0].fan_in_fan_out,
         embeddings={n for a in adapters for n, m in a.modules.items() if m.embedding},
         spill_dir=spill_dir,
+        scaling=resolve_scaling(method.name, params),
     )
     done = 0
 
@@ -272,7 +284,7 @@ def merge_adapters(
     def run(names: list[str], members, on: torch.device) -> None:
         batch = _build_batch(adapters, weights, names, members, on, dtype, seed, base)
         batch.checkpoint = checkpoint
-        out = method.kernel(batch, params)
+        out = apply_scaling(result.scaling, batch, method.kernel(batch, params))
         _check_finite(out, names, method.name)
         _collect(result, names, out, rank, seed, keep_dense=any(dora for _, dora in members))
 

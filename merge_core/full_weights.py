@@ -4,21 +4,25 @@
   resized embeddings): identical copies pass through once; copies that differ follow
   ``output.full_weights`` (``error``, ``first``, ``average``, ``per_adapter``).
 - Biases (``lora_bias`` vectors, biases trained under ``bias: all|lora_only``): their updates are merged
-  with the method's own weights, which only a method linear in the update defines.
+  with the method's own weights, which only a method linear in the update defines, and its layer's λ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from merge_core.adapters import FullWeight, LoraAdapter
 from merge_core.base_model import BaseWeights
 from merge_core.errors import NAME_SHOWN, BaseModelRequiredError, BiasNotMergeableError, FullWeightsConflictError, shown
-from merge_core.registry import MergeMethod, MethodParams
+from merge_core.registry import MergeMethod
 from merge_core.spec import FullWeightsPolicy
+
+if TYPE_CHECKING:
+    from merge_core.engine import MergedAdapter
 
 _KIND_SHOWN = {"modules_to_save": "modules_to_save", "saved_base_layer": "a saved base layer", "trained_bias": "a trained bias"}
 
@@ -84,16 +88,15 @@ def plan_full_weights(adapters: Sequence[LoraAdapter], policy: FullWeightsPolicy
     return plan
 
 
-def merge_bias_updates(
+def bias_updates(
     adapters: Sequence[LoraAdapter],
     weights: Sequence[float],
     method: MergeMethod,
-    params: MethodParams,
     base: BaseWeights | None,
-) -> dict[str, torch.Tensor]:
-    """``parameter name -> Δb = λ Σ_i w_i Δb_i`` over the adapters that train that bias, in float64.
-    ``Δb_i`` is ``s_i · lora_B.bias`` (``lora_bias``) or ``b_i − b0`` (a full bias trained under
-    ``bias: all|lora_only``, which needs the base's ``b0``).
+) -> dict[str, list[torch.Tensor]]:
+    """``parameter name -> [w_i Δb_i]`` over the adapters that train that bias, in float64, checked before
+    the merge (``merge_bias_updates`` adds them up after it). ``Δb_i`` is ``s_i · lora_B.bias``
+    (``lora_bias``) or ``b_i − b0`` (a full bias trained under ``bias: all|lora_only``, which needs the base's ``b0``).
 
     Raises:
         BiasNotMergeableError: trained biases and a method that is not linear in the update.
@@ -120,4 +123,15 @@ def merge_bias_updates(
             "trained with bias='none' and lora_bias=false",
             method=method.name,
         )
-    return {name: params.scaling * torch.stack(parts).sum(0) for name, parts in updates.items()}
+    return updates
+
+
+def merge_bias_updates(updates: dict[str, list[torch.Tensor]], merged: MergedAdapter) -> dict[str, torch.Tensor]:
+    """``parameter name -> Δb = λ Σ_i w_i Δb_i``, with λ of the bias's layer where its LoRA update was merged
+    (the layer's update is then ``λ Σ_i w_i (ΔW_i, Δb_i)``), else λ by the same rule on the bias updates alone."""
+    out = {}
+    for name, parts in updates.items():
+        layer = merged.diagnostics.get(name.removesuffix(".bias"), {})
+        lam = layer["scaling"] if "scaling" in layer else merged.scaling.vector_lambda(parts)
+        out[name] = lam * torch.stack(parts).sum(0)
+    return out

@@ -207,7 +207,7 @@ def _translate(method, options, per_model, weights, base_weight) -> tuple[str, d
                 "updates onto the base unscaled: use normalize: true, weights that sum to 1, or task_arithmetic",
                 method=method,
             )
-        return "task_arithmetic", {}
+        return "task_arithmetic", {"scaling": 1.0}  # always a number: mergekit's λ, never our default
     rescale = _flag(options["rescale"], "rescale", method)
     density = _same(per_model, "density", method)
     if density <= 0:

@@ -44,12 +44,15 @@ def render_model_card(
     lines += [f"| {i} | `{s['source']}` | {s.get('revision') or '-'} | {s.get('weight', 1.0)} |" for i, s in enumerate(sources)]
     lines += ["", "## Method", "", f"`{spec.method}` with parameters:", "", "```json"]
     lines += [json.dumps(spec.params, indent=2, sort_keys=True), "```", ""]
+    if merged.scaling is not None:
+        lines += [_scaling_line(merged, summary), ""]
     if spec.output.base_model:
         revision = f" at commit {spec.output.base_model_revision}" if spec.output.base_model_revision else ""
         lines += [f"Base model: `{spec.output.base_model}`{revision}.", ""]
     lines += [f"Base model check: `{spec.base_model_check}`.", ""]
     lines += [_output_line(spec, merged, dora_modules), "", "## Diagnostics", ""]
-    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.6g} |" for k, v in summary.items()]
+    numbers = {k: v for k, v in summary.items() if not isinstance(v, str)}  # the scaling rule is said above
+    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.6g} |" for k, v in numbers.items()]
     if full_weights:
         lines += ["", f"## Full weights (`output.full_weights: {spec.output.full_weights}`)", ""]
         lines += ["| tensor | kind | adapters | outcome |", "|---|---|---|---|"]
@@ -72,6 +75,24 @@ _PER_ADAPTER_MODEL = (
     "`model.load_state_dict(safetensors.torch.load_file(path), strict=False)` after loading the merged model with "
     "that task's label count."
 )
+
+
+def _scaling_line(merged: MergedAdapter, summary: dict) -> str:
+    scaling = merged.scaling
+    requested = f"`{scaling.requested}`" if isinstance(scaling.requested, str) else f"{scaling.requested:g}"
+    if scaling.requested == "auto":
+        requested += f", this method's rule `{scaling.rule}` (merge_core/scaling.py `AUTO_SCALING`, from the quality benchmark)"
+    line = f"Scaling (λ): {requested}"
+    if "scaling_min" not in summary:
+        return line + "."
+    low, high = summary["scaling_min"], summary["scaling_max"]
+    if low == high:
+        line += f"; λ = {low:.6g} in every module"
+    else:
+        line += f"; λ per module: mean {summary['scaling_mean']:.6g}, min {low:.6g}, max {high:.6g}"
+    if scaling.rule in ("1/n", "1/sqrt(n)"):
+        line += " (n: the adapters that carry the module)"
+    return line + "."
 
 
 def _output_line(spec: MergeSpec, merged: MergedAdapter, dora_modules: int) -> str:

@@ -31,7 +31,7 @@ from merge_core.engine import (
     resolve_device,
 )
 from merge_core.errors import BaseModelError, InvalidSpecError, MergeError, RankRequiredError, SourceNotFoundError
-from merge_core.full_weights import FullWeightsPlan, merge_bias_updates, plan_full_weights
+from merge_core.full_weights import FullWeightsPlan, bias_updates, merge_bias_updates, plan_full_weights
 from merge_core.merged_model import write_merged_model
 from merge_core.model_card import render_model_card
 from merge_core.output import DTYPES, write_adapter
@@ -66,7 +66,7 @@ def local_folder(ref: AdapterRef) -> AdapterFolder:
 class MergeOutcome:
     out_dir: Path
     files: list[str]
-    summary: dict[str, float]
+    summary: dict[str, float | str]
     sources: list[dict]
     elapsed_s: float
     merged: MergedAdapter = field(repr=False)
@@ -132,7 +132,7 @@ def run_merge(
     _check_dora_output(adapters, spec)
     weights = [ref.weight for ref in spec.adapters]
     full = plan_full_weights(adapters, spec.output.full_weights)
-    biases = merge_bias_updates(adapters, weights, method, params, base)
+    bias_parts = bias_updates(adapters, weights, method, base)  # refused before the merge, added up after it
     merged = merge_adapters(
         adapters,
         method,
@@ -149,6 +149,7 @@ def run_merge(
         on_oom=on_oom,
         spill_dir=out_dir.parent / f".{out_dir.name}.spill-{uuid.uuid4().hex[:8]}",
     )
+    biases = merge_bias_updates(bias_parts, merged)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         files = _write(spec, merged, adapters, full, biases, base, tmp, progress, resolve_device(device))

@@ -9,21 +9,51 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import InvalidParamsError, InvalidSpecError, RankRequiredError, UnknownMethodError
+from merge_core.scaling import AUTO_SCALING, MAX_SCALING, SCALING_CHOICES, ScalingChoice
 from merge_core.spec import MergeSpec, format_validation_error
 
 
 class MethodParams(BaseModel):
-    """Parameters every method takes. ``scaling`` (λ) has Task Arithmetic's meaning (METHOD.md §0)."""
+    """Parameters every method takes. ``scaling`` (λ) has Task Arithmetic's meaning (METHOD.md §0); the engine
+    applies it to the kernel's result (``merge_core.scaling``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scaling: float = Field(default=1.0, ge=-100, le=100, description="λ: 1 keeps the sum of updates, 1/n averages.")
+    scaling: Annotated[float, Field(ge=-MAX_SCALING, le=MAX_SCALING)] | ScalingChoice = Field(
+        default="auto",
+        description="λ, a number (1 keeps the sum of the updates, 1/n averages them) or a rule per module, n the adapters "
+        "carrying it: '1/n', '1/sqrt(n)', 'norm_match' (the merged update's norm = the mean of the updates' norms), or "
+        "'auto': this method's rule from the quality benchmark (`auto_scaling` in /v1/methods; docs/METHOD.md §0).",
+    )
+
+    @field_validator("scaling", mode="before")
+    @classmethod
+    def _scaling(cls, value: Any) -> Any:
+        """One readable message for every bad value (the union's own lists an error per member)."""
+        if isinstance(value, str) and value in SCALING_CHOICES:
+            return value
+        choices = ", ".join(repr(c) for c in SCALING_CHOICES)
+        try:
+            number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None:
+            raise ValueError(f"must be a number or one of {choices} (got {value!r})")
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        if abs(number) > MAX_SCALING:
+            raise ValueError(f"must lie between -{MAX_SCALING:g} and {MAX_SCALING:g} (got {number:g}), or be one of {choices}")
+        return number
+
+    def auto_scaling_key(self, method: str) -> str:
+        """The row of ``AUTO_SCALING`` that ``scaling: "auto"`` reads for ``method`` with these parameters."""
+        return method
 
     @field_validator("*")
     @classmethod
@@ -40,7 +70,7 @@ class SeededParams(MethodParams):
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Seed of the random draws; same seed, same result.")
 
 
-Kernel = Callable[[ModuleBatch, Any], BatchResult]
+Kernel = Callable[[ModuleBatch, Any], BatchResult]  # the merge at λ = 1: the engine applies ``scaling`` to it
 # Before the merge, for a method that needs a view of every module (TIES/KnOTS ``scope: "model"``): gets the
 # parsed parameters and a function that walks every batch afresh; returns the parameters the kernel runs with.
 Prepass = Callable[[Any, Callable[[], Iterable[ModuleBatch]]], Any]
@@ -83,6 +113,7 @@ class MergeMethod:
             "exact_low_rank": self.factored,
             "comparison_only": self.comparison_only,
             "linear_in_updates": self.linear,
+            "auto_scaling": AUTO_SCALING[self.name],
             "params_schema": self.params_model.model_json_schema(),
         }
 
@@ -111,13 +142,20 @@ def register(
         linear: the result is ``λ Σ w_i ΔW_i`` (fixed coefficients), so biases trained beside the LoRA merge too.
         prepass: runs over every batch before the merge (``merge_core.conventions.model_wide_prepass``).
 
+    The kernel returns the merge at λ = 1; the engine multiplies it by ``scaling`` (``merge_core.scaling``),
+    and ``AUTO_SCALING`` there must say which rule ``scaling: "auto"`` is for ``name``.
+
     Raises:
-        RuntimeError: ``name`` is already registered.
+        RuntimeError: ``name`` is already registered, or has no row in ``AUTO_SCALING``.
     """
 
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")
+        if name not in AUTO_SCALING:
+            raise RuntimeError(
+                f"merge method {name!r} has no row in merge_core.scaling.AUTO_SCALING (what 'auto' scaling is for it)"
+            )
         _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear, prepass)
         return kernel
 

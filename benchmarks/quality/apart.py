@@ -2,8 +2,9 @@
 
 Each adapter's ``A_i`` (and, separately, its scaled ``B_i``) is handed to the method as if it were a
 task update, written as a LoRA with an identity factor, so the method's own kernel merges it. The
-result is ``ΔW = λ · B_merged @ A_merged``, cross terms ``B_i A_j`` included. Kernels run at λ = 1
-so that λ is applied once, to the product, as the paper's β is.
+result is ``ΔW = λ · B_merged @ A_merged``, cross terms ``B_i A_j`` included. Kernels return their
+merge at λ = 1 (the engine, bypassed here, would scale it), so λ is applied once, to the product, as the
+paper's β is; a rule (``"auto"``, ``"1/n"``, ...) resolves as the engine's does, on the product.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from merge_core.adapters import LoraAdapter
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.registry import MergeMethod, MethodParams
+from merge_core.scaling import resolve
 
 
 def _product(out: BatchResult) -> torch.Tensor:
@@ -36,12 +38,18 @@ def _merge_factor(method: MergeMethod, params: MethodParams, name: str, side: st
 
 
 def merge_apart(adapters: list[LoraAdapter], method: MergeMethod, params: MethodParams) -> dict:
-    """``{module: λ · merge(B_1..B_n) @ merge(A_1..A_n)}`` with λ = ``params.scaling``; ranks must match per module."""
-    unit = params.model_copy(update={"scaling": 1.0})
+    """``{module: λ · merge(B_1..B_n) @ merge(A_1..A_n)}`` with λ from ``params.scaling``; ranks must match per module."""
+    scaling = resolve(method.name, params)
     deltas = {}
     for name in adapters[0].modules:
         modules = [a.modules[name] for a in adapters]
-        A = _merge_factor(method, unit, name, "A", [m.A for m in modules], [1.0] * len(modules))
-        B = _merge_factor(method, unit, name, "B", [m.B for m in modules], [m.scale for m in modules])
-        deltas[name] = (params.scaling * B @ A).float()
+        A = _merge_factor(method, params, name, "A", [m.A for m in modules], [1.0] * len(modules))
+        B = _merge_factor(method, params, name, "B", [m.B for m in modules], [m.scale for m in modules])
+        product = B @ A
+
+        def norms(product=product, modules=modules):
+            each = torch.stack([(m.scale * m.B.double() @ m.A.double()).norm() for m in modules])
+            return each[:, None], product.norm()[None]
+
+        deltas[name] = (float(scaling.lambdas(len(modules), 1, norms)[0]) * product).float()
     return deltas

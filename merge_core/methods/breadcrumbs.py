@@ -48,7 +48,7 @@ def _masked(batch: ModuleBatch, params: BreadcrumbsParams) -> list[torch.Tensor]
     summary="Breadcrumbs masks, then Task Arithmetic; output.rank for an adapter, exact into a merged_model.",
 )
 def breadcrumbs(batch: ModuleBatch, params: BreadcrumbsParams) -> BatchResult:
-    return BatchResult(dense=params.scaling * torch.stack(_masked(batch, params)).sum(0))
+    return BatchResult(dense=torch.stack(_masked(batch, params)).sum(0))
 
 
 @register(
@@ -58,4 +58,4 @@ def breadcrumbs(batch: ModuleBatch, params: BreadcrumbsParams) -> BatchResult:
     summary="Breadcrumbs masks, then TIES sign election (mergekit's); output.rank for an adapter, exact into a merged_model.",
 )
 def breadcrumbs_ties(batch: ModuleBatch, params: BreadcrumbsTiesParams) -> BatchResult:
-    return BatchResult(dense=params.scaling * disjoint_merge(_masked(batch, params), **params.consensus(batch)))
+    return BatchResult(dense=disjoint_merge(_masked(batch, params), **params.consensus(batch)))

@@ -37,7 +37,7 @@ def dare_deltas(batch: ModuleBatch, params: DareParams) -> list[torch.Tensor]:
     summary="DARE drop-and-rescale, then Task Arithmetic; output.rank for an adapter, exact into a merged_model.",
 )
 def dare_linear(batch: ModuleBatch, params: DareParams) -> BatchResult:
-    return BatchResult(dense=params.scaling * torch.stack(dare_deltas(batch, params)).sum(0))
+    return BatchResult(dense=torch.stack(dare_deltas(batch, params)).sum(0))
 
 
 @register(
@@ -47,4 +47,4 @@ def dare_linear(batch: ModuleBatch, params: DareParams) -> BatchResult:
     summary="DARE drop-and-rescale, then TIES sign election; output.rank for an adapter, exact into a merged_model.",
 )
 def dare_ties(batch: ModuleBatch, params: DareTiesParams) -> BatchResult:
-    return BatchResult(dense=params.scaling * disjoint_merge(dare_deltas(batch, params), **params.consensus(batch)))
+    return BatchResult(dense=disjoint_merge(dare_deltas(batch, params), **params.consensus(batch)))

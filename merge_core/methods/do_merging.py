@@ -6,6 +6,11 @@
    ``magnitude_axis``, computed from factors) and directions ``W_i / α_i``.
 3. Merge: ``ΔW = λ · ᾱ ⊙ Σ_j W_j / α_j`` with ``ᾱ`` the mean magnitude. Rescaling slices of one
    factor keeps the result a LoRA of rank Σr, so nothing dense is ever formed.
+
+λ (``scaling``) is applied once, to the result, by the engine. Around another method (``merge``), that
+method's own ``merge_params.scaling`` is a number, 1 unless set: ``"auto"`` and the rules are refused there,
+so a rule is never applied twice. ``"auto"`` reads DO-Merging's row of ``AUTO_SCALING``, or the inner
+method's row when nothing is orthogonalized (its updates then add up as they do in that method).
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ class DOMergingParams(MethodParams):
         "(METHOD.md §1, paper Fig. 4a); task_arithmetic is DO-Merging as published.",
     )
     merge_params: dict[str, Any] = Field(
-        default_factory=dict, description="Parameters of the inner method (its own scaling stays 1 unless set here)."
+        default_factory=dict,
+        description="Parameters of the inner method; its own scaling stays 1 unless set here, to a number (a rule or "
+        "'auto' goes in do_merging's scaling, which applies once to the result).",
     )
     _inner: Any = PrivateAttr(default=None)
 
@@ -64,11 +71,21 @@ class DOMergingParams(MethodParams):
     @model_validator(mode="after")
     def _inner_params(self) -> DOMergingParams:
         inner = get_method(self.merge)
-        parsed = inner.parse_params(self.merge_params)  # InvalidParamsError names the inner method
+        parsed = inner.parse_params({"scaling": 1.0, **self.merge_params})  # InvalidParamsError names the inner method
         if getattr(parsed, "scope", None) == "model":  # model-wide trimming needs a pass of its own over every module
             raise ValueError(f"merge_params.scope: inside do_merging, {self.merge} trims per module ('module')")
+        if isinstance(parsed.scaling, str):  # a rule here and do_merging's own would scale the result twice
+            raise ValueError(
+                f"merge_params.scaling: inside do_merging, {self.merge} takes a number (default 1); give "
+                f"{parsed.scaling!r} as do_merging's own scaling, which applies once to the result"
+            )
         self._inner = parsed
         return self
+
+    def auto_scaling_key(self, method: str) -> str:
+        """Orthogonalized updates add up like orthogonal ones (DO-Merging's row); without the descent they keep
+        their overlap and add up as in the inner method (ablation: decouple alone chose TA's λ, docs/benchmarks.md)."""
+        return method if self.orthogonalize and self.ortho_steps > 0 else self.merge
 
     @model_validator(mode="after")
     def _stable_descent(self) -> DOMergingParams:
@@ -136,7 +153,7 @@ def do_merging(batch: ModuleBatch, params: DOMergingParams) -> BatchResult:
             As = [A * ratio.unsqueeze(-2) for A, ratio in zip(As, ratios)]
         else:  # 'out' scales rows of B; 'matrix' is a (N,1) scalar that broadcasts the same way
             Bs = [B * ratio.unsqueeze(-1) for B, ratio in zip(Bs, ratios)]
-    return BatchResult(B=params.scaling * torch.cat(Bs, dim=-1), A=torch.cat(As, dim=-2), diagnostics=diagnostics)
+    return BatchResult(B=torch.cat(Bs, dim=-1), A=torch.cat(As, dim=-2), diagnostics=diagnostics)
 
 
 def _magnitudes(Bs, As, params: DOMergingParams, diagnostics: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,15 +180,16 @@ def _around(batch: ModuleBatch, params: DOMergingParams, As, Bs, diagnostics: di
     inner = ModuleBatch(names=batch.names, A=list(As), B=list(Bs), coef=ones, seeds=batch.seeds, checkpoint=batch.checkpoint)
     out = get_method(params.merge).kernel(inner, params._inner)
     diagnostics = {**out.diagnostics, **diagnostics}
+    inner_scaling = params._inner.scaling  # a number (checked in DOMergingParams); do_merging's own λ comes after
     if out.dense is not None:
-        dense = out.dense
+        dense = inner_scaling * out.dense
         if params.decouple:
             dense = dense * (mean_alpha.unsqueeze(-2) if axis == "in" else mean_alpha.unsqueeze(-1))
-        return BatchResult(dense=params.scaling * dense, diagnostics=diagnostics)
-    B, A = out.B, out.A
+        return BatchResult(dense=dense, diagnostics=diagnostics)
+    B, A = inner_scaling * out.B, out.A
     if params.decouple:
         if axis == "in":
             A = A * mean_alpha.unsqueeze(-2)
         else:
             B = B * mean_alpha.unsqueeze(-1)
-    return BatchResult(B=params.scaling * B, A=A, diagnostics=diagnostics)
+    return BatchResult(B=B, A=A, diagnostics=diagnostics)

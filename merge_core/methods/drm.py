@@ -34,7 +34,7 @@ def drm(batch: ModuleBatch, params: DrmParams) -> BatchResult:
     Bs = [batch.scaled_B(i) for i in range(batch.n_adapters)]
     if params.stack == "H":
         U, merged = _drm_horizontal(Bs, list(batch.A), params.density)
-        return BatchResult(B=params.scaling * U, A=merged)
+        return BatchResult(B=U, A=merged)
     # ΔWᵀ = Aᵀ Bᵀ: run the horizontal method on the transposes and transpose back.
     U, merged = _drm_horizontal([A.transpose(-1, -2) for A in batch.A], [B.transpose(-1, -2) for B in Bs], params.density)
-    return BatchResult(B=params.scaling * merged.transpose(-1, -2), A=U.transpose(-1, -2))
+    return BatchResult(B=merged.transpose(-1, -2), A=U.transpose(-1, -2))

@@ -42,4 +42,4 @@ def knots(batch: ModuleBatch, params: KnotsParams) -> BatchResult:
         tasks = [params.trim(t, batch, i) for i, t in enumerate(tasks)]
     else:
         tasks = [dare_rescale(t, params.drop_rate, batch.seeds, i) for i, t in enumerate(tasks)]
-    return BatchResult(B=params.scaling * U, A=disjoint_merge(tasks))
+    return BatchResult(B=U, A=disjoint_merge(tasks))

@@ -31,4 +31,4 @@ def peft_linear(batch: ModuleBatch, params: PeftLinearParams) -> BatchResult:
         pad = rank - batch.ranks[i]
         B_sum = B_sum + F.pad(batch.B[i] * root * torch.sign(batch.coef[i])[:, None, None], (0, pad))
         A_sum = A_sum + F.pad(batch.A[i] * root, (0, 0, 0, pad))
-    return BatchResult(B=params.scaling * B_sum, A=A_sum)
+    return BatchResult(B=B_sum, A=A_sum)

@@ -11,4 +11,4 @@ class TaskArithmeticParams(MethodParams):
 @register("task_arithmetic", TaskArithmeticParams, factored=True, linear=True, summary="λ · Σ w_i ΔW_i; exact, rank Σr.")
 def task_arithmetic(batch: ModuleBatch, params: TaskArithmeticParams) -> BatchResult:
     B, A = batch.concatenated()
-    return BatchResult(B=params.scaling * B, A=A)
+    return BatchResult(B=B, A=A)

@@ -26,4 +26,4 @@ def _values(batch: ModuleBatch, params: TiesParams):
 )
 def ties(batch: ModuleBatch, params: TiesParams) -> BatchResult:
     trimmed = [params.trim(delta, batch, i) for i, delta in enumerate(batch.deltas())]
-    return BatchResult(dense=params.scaling * disjoint_merge(trimmed, **params.consensus(batch)))
+    return BatchResult(dense=disjoint_merge(trimmed, **params.consensus(batch)))

@@ -24,4 +24,4 @@ def tsv(batch: ModuleBatch, params: TsvParams) -> BatchResult:
         Vhs.append(Vh[..., :keep, :])
     U_perp = polar_factor(torch.cat(Us, dim=-1))
     Vh_perp = polar_factor(torch.cat(Vhs, dim=-2).transpose(-1, -2)).transpose(-1, -2)
-    return BatchResult(B=params.scaling * U_perp * torch.cat(Ss, dim=-1).unsqueeze(-2), A=Vh_perp)
+    return BatchResult(B=U_perp * torch.cat(Ss, dim=-1).unsqueeze(-2), A=Vh_perp)

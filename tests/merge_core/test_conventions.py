@@ -17,10 +17,12 @@ SHAPES = {"a.q": (24, 16), "a.v": (12, 16), "b.q": (24, 16)}
 
 
 def run(method_name, adapters, params=None, **kwargs):
+    """The conventions' oracles are stated at λ = 1 (the sums and means themselves), so λ is 1 here, not auto."""
     method = get_method(method_name)
     kwargs.setdefault("rank", None)
     kwargs.setdefault("output_kind", "merged_model")
-    return merge_adapters(adapters, method, method.parse_params(params or {}), dtype=torch.float64, **kwargs)
+    params = {"scaling": 1.0, **(params or {})}
+    return merge_adapters(adapters, method, method.parse_params(params), dtype=torch.float64, **kwargs)
 
 
 def rows(*values):
@@ -155,7 +157,10 @@ def test_compute_dtype_float64_is_exact_float32_is_not():
     results = {}
     for compute in ("float32", "float64"):
         results[compute] = merge_adapters(
-            adapters, method, method.parse_params({"density": 0.3, "compute_dtype": compute}), output_kind="merged_model"
+            adapters,
+            method,
+            method.parse_params({"density": 0.3, "compute_dtype": compute, "scaling": 1.0}),
+            output_kind="merged_model",
         )
     for name in SHAPES:
         assert torch.equal(results["float64"].delta(name), reference.delta(name))

@@ -160,6 +160,18 @@ def test_translations_of_linear_and_task_arithmetic():
     assert spec["params"]["drop_rate"] == 0.75 and spec["params"]["rescale"] == "l1" and spec["params"]["normalize"] is False
 
 
+def test_every_translation_carries_mergekit_s_lambda_as_a_number():
+    """Our default scaling is "auto"; a mergekit configuration means its own λ (1 unless given), always."""
+    sums_to_one = (
+        "merge_method: linear\nparameters: {normalize: false}\nmodels:\n  - model: b+x\n    parameters: {weight: 0.25}\n"
+    )
+    sums_to_one += "  - model: b+y\n    parameters: {weight: 0.75}\n"
+    assert mergekit_to_spec(sums_to_one)["params"] == {"scaling": 1.0}
+    for path in sorted((FIXTURE / "configs").glob("*.yml")):
+        scaling = mergekit_to_spec(path.read_text())["params"]["scaling"]
+        assert isinstance(scaling, float), (path.name, scaling)
+
+
 @pytest.mark.parametrize(
     ("text", "error", "words"),
     [

@@ -58,12 +58,15 @@ def test_identity_table_covers_every_method():
     assert set(IDENTITY_PARAMS) == {m.name for m in list_methods()}
 
 
+@pytest.mark.parametrize("scaling", ["auto", "1/n", "1/sqrt(n)", "norm_match", 1.0])
 @pytest.mark.parametrize("method_name", sorted(IDENTITY_PARAMS))
-def test_one_adapter_with_weight_one_returns_itself(method_name, device):
+def test_one_adapter_with_weight_one_returns_itself(method_name, scaling, device):
+    """The identity contract (METHOD.md §0) under the default scaling "auto" and every rule: each is 1 at n = 1."""
     adapter = memory_adapter(SHAPES, rank=4, seed=1, scale=2.0)
-    merged = run(method_name, [adapter], IDENTITY_PARAMS[method_name], device=device)
+    merged = run(method_name, [adapter], {**IDENTITY_PARAMS[method_name], "scaling": scaling}, device=device)
     for name in SHAPES:
         assert rel(merged.delta(name), dense_updates([adapter], name)[0]) < 1e-6, name
+        assert merged.diagnostics[name]["scaling"] == pytest.approx(1.0, abs=1e-12), name
 
 
 @pytest.mark.parametrize("method_name", sorted(IDENTITY_PARAMS))
@@ -123,14 +126,14 @@ def test_ties_elects_signs_and_averages_agreeing_entries():
             }
         )
 
-    merged = run("ties", [one([3.0, -1.0, 0.1, 2.0]), one([1.0, 2.0, -0.2, -1.0])], {"density": 0.75}, rank=1)
+    merged = run("ties", [one([3.0, -1.0, 0.1, 2.0]), one([1.0, 2.0, -0.2, -1.0])], {"density": 0.75, "scaling": 1.0}, rank=1)
     # trimmed: [3,-1,0,2] and [1,2,0,-1]; signs: +,+,0,+; agreeing means: 2, 2, 0, 2
     assert torch.allclose(merged.delta("m"), torch.tensor([[2.0, 2.0, 0.0, 2.0]], dtype=torch.float64))
 
 
 def test_output_rank_gives_the_best_rank_k_approximation_and_reports_its_error():
     adapters = [memory_adapter(SHAPES, rank=4, seed=1), memory_adapter(SHAPES, rank=4, seed=2)]
-    merged = run("task_arithmetic", adapters, rank=3)
+    merged = run("task_arithmetic", adapters, {"scaling": 1.0}, rank=3)
     for name in SHAPES:
         dense = sum(dense_updates(adapters, name))
         U, S, Vh = torch.linalg.svd(dense)

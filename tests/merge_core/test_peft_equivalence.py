@@ -38,7 +38,8 @@ def ours(folders, method_name, params, weights):
     method = get_method(method_name)
     adapters = [load_adapter(f) for f in folders]
     kind = "adapter" if method.factored else "merged_model"
-    return merge_adapters(adapters, method, method.parse_params(params), weights=weights, dtype=torch.float64, output_kind=kind)
+    params = method.parse_params({"scaling": 1.0, **params})  # PEFT's combinations apply the weights alone: λ = 1
+    return merge_adapters(adapters, method, params, weights=weights, dtype=torch.float64, output_kind=kind)
 
 
 def rel(x, y):

@@ -21,7 +21,9 @@ TINY = dict(
 
 
 def merge(out, adapters, **output):
-    spec = {"method": "task_arithmetic", "adapters": [{"source": str(a)} for a in adapters], "output": output}
+    # PEFT's forward pass with every adapter active adds the updates up: Task Arithmetic at λ = 1, not auto
+    adapters = [{"source": str(a)} for a in adapters]
+    spec = {"method": "task_arithmetic", "adapters": adapters, "params": {"scaling": 1.0}, "output": output}
     return run_merge(parse_spec(spec), out)
 
 

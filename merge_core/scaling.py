@@ -1,0 +1,109 @@
+"""λ (``scaling``): a number, or a data-free rule resolved per module once the method has run (METHOD.md §0).
+
+A kernel returns its merge at λ = 1; the engine multiplies each module's result by its λ (``apply``) and
+records it (diagnostic ``scaling`` per module; ``scaling_requested``, ``scaling_rule`` and ``scaling_mean``/
+``_min``/``_max`` in the summary). With ``n`` the number of adapters that carry the module (weights do not
+enter ``n``: they scale the updates ``ΔW_i`` as always):
+
+- ``"1/n"``: the mean of the updates, Task Arithmetic's average;
+- ``"1/sqrt(n)"``: a sum of ``n`` orthogonal updates of equal norm keeps that norm;
+- ``"norm_match"``: ``‖λ M‖_F = mean_i ‖w_i ΔW_i‖_F``, ``M`` the method's result at λ = 1, computed from the
+  factors where ``M`` is factored (``‖BA‖_F² = tr((BᵀB)(AAᵀ))``, no dense product), from the dense ``M``
+  otherwise; λ = 1 where ``M`` is 0, and at most ``MAX_SCALING`` (a method that cancelled nearly everything);
+- ``"auto"``: the method's rule in ``AUTO_SCALING``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+
+from merge_core.batch import BatchResult, ModuleBatch
+from merge_core.ops.lowrank import frobenius_norm
+
+ScalingRule = Literal["1/n", "1/sqrt(n)", "norm_match"]
+ScalingChoice = Literal["auto", "1/n", "1/sqrt(n)", "norm_match"]
+SCALING_CHOICES: tuple[str, ...] = get_args(ScalingChoice)
+MAX_SCALING = 100.0  # the largest |λ| a number may ask for, and norm_match's cap
+
+# What `scaling: "auto"` means, per method: the rule closest to the λ that validation chose in the quality
+# benchmark (docs/benchmarks.md; METHOD.md §6), at n = 5 adapters on the grid {0.1, 0.2, 0.3, 0.5, 0.7, 1.0}:
+# same-seed adapters / distinct seeds. At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; at n = 1 every rule is 1.
+# Methods that add their updates up chose about 1/n; those that average agreeing entries (TIES and kin), that
+# orthogonalize (DO-Merging, TSV-M) or that work in a joint basis chose more, nearer 1/sqrt(n). A re-measurement
+# with the benchmark (`python -m benchmarks.quality`) may change a row; this table is the only place to do it.
+AUTO_SCALING: dict[str, ScalingRule] = {
+    "task_arithmetic": "1/n",  # 0.2 / 0.3 (0.1 at training seed 7)
+    "dare_linear": "1/n",  # 0.2 / 0.3
+    "breadcrumbs": "1/n",  # 0.2 / 0.5: Task Arithmetic on masked updates
+    "breadcrumbs_ties": "1/n",  # not measured: a disjoint *sum* by default, as breadcrumbs
+    "peft_linear": "1/n",  # 0.1 / 0.3
+    "ties": "1/sqrt(n)",  # 0.3 / 0.5
+    "dare_ties": "1/sqrt(n)",  # 0.3 / 0.5
+    "knots": "1/sqrt(n)",  # 0.3 / 0.7
+    "drm": "1/sqrt(n)",  # 0.3 / 0.7
+    "tsv": "1/sqrt(n)",  # 0.3 / 0.5; its result has norm sqrt(Σ‖ΔW_i‖²) (LoRA ranks): norm_match at equal norms
+    "do_merging": "1/sqrt(n)",  # 0.3 / 0.5; without orthogonalization, the inner method's row (ablation: 0.2)
+}
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """``scaling`` as requested, and what it resolved to: ``rule`` is ``"fixed"`` (a number, ``value``) or a rule."""
+
+    requested: float | str
+    rule: Literal["fixed", "1/n", "1/sqrt(n)", "norm_match"]
+    value: float = 1.0
+
+    def lambdas(
+        self, n: int, size: int, norms: Callable[[], tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
+    ) -> torch.Tensor:
+        """λ of ``size`` modules carried by ``n`` adapters, float64 ``(size,)``. ``norms()`` (asked for
+        ``norm_match`` only) gives the updates' norms ``(n, size)`` and the unscaled result's ``(size,)``."""
+        if self.rule == "norm_match":
+            individual, merged = (t.double() for t in norms())
+            positive = merged > 0
+            ratio = individual.mean(0) / merged.where(positive, torch.ones_like(merged))
+            return torch.where(positive, ratio, torch.ones_like(ratio)).clamp(max=MAX_SCALING)
+        value = {"fixed": self.value, "1/n": 1 / n, "1/sqrt(n)": 1 / math.sqrt(n)}[self.rule]
+        return torch.full((size,), value, dtype=torch.float64, device=device)
+
+    def vector_lambda(self, parts: list[torch.Tensor]) -> float:
+        """λ of a merged vector (a trained bias of a layer without LoRA): the same rule on the vectors themselves."""
+
+        def norms():
+            return torch.stack([p.norm() for p in parts])[:, None], torch.stack(parts).sum(0).norm()[None]
+
+        return float(self.lambdas(len(parts), 1, norms)[0])
+
+
+def resolve(method: str, params: Any) -> Scaling:
+    """The rule ``params.scaling`` stands for in ``method`` (``"auto"`` read from ``AUTO_SCALING``)."""
+    requested = params.scaling
+    if not isinstance(requested, str):
+        return Scaling(requested, "fixed", float(requested))
+    rule = AUTO_SCALING[params.auto_scaling_key(method)] if requested == "auto" else requested
+    return Scaling(requested, rule)
+
+
+def apply(scaling: Scaling, batch: ModuleBatch, out: BatchResult) -> BatchResult:
+    """``out``, a kernel's result at λ = 1, times each module's λ; λ is recorded as the diagnostic ``scaling``."""
+
+    def norms() -> tuple[torch.Tensor, torch.Tensor]:
+        individual = torch.stack([frobenius_norm(batch.scaled_B(i), batch.A[i]) for i in range(batch.n_adapters)])
+        merged = out.dense.flatten(1).norm(dim=-1) if out.dense is not None else frobenius_norm(out.B, out.A)
+        return individual, merged
+
+    ref = out.dense if out.dense is not None else out.B
+    lam = scaling.lambdas(batch.n_adapters, len(batch.names), norms, device=ref.device)
+    diagnostics = {**out.diagnostics, "scaling": lam}
+    if bool((lam == 1).all()):
+        return BatchResult(B=out.B, A=out.A, dense=out.dense, diagnostics=diagnostics)
+    factor = lam.to(ref.dtype)[:, None, None]
+    if out.dense is not None:
+        return BatchResult(dense=out.dense * factor, diagnostics=diagnostics)
+    return BatchResult(B=out.B * factor, A=out.A, diagnostics=diagnostics)
