@@ -13,13 +13,15 @@ def local_result_folder(results_dir: Path, job_id: str) -> Path:
 
 
 def local_folder_of(uri: str, results_dir: Path) -> Path | None:
-    """The folder a ``file://`` result URI names, if it lies in ``results_dir``; None otherwise."""
+    """The folder a ``file://`` result URI names, if it lies in ``results_dir`` and is no symlink; None otherwise."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         return None
-    folder = Path(unquote(parsed.path)).resolve()
+    named = Path(unquote(parsed.path))
     store = Path(results_dir).resolve()
-    return folder if folder.parent == store else None
+    if named.parent.resolve() != store or named.is_symlink():
+        return None  # a link in the store (planted there) would serve or delete another job's result
+    return store / named.name
 
 
 def remove_local_result(uri: str | None, results_dir: Path) -> bool:

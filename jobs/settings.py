@@ -18,9 +18,11 @@ GiB = 1024**3
 
 
 def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/loramerge``, else ``~/.local/share/loramerge`` (the XDG base directory rule)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "loramerge"
+    """``$XDG_DATA_HOME/loramerge``, else ``~/.local/share/loramerge`` (the XDG base directory rule, which
+    also says to ignore a relative ``XDG_DATA_HOME``: it would put the data in the current folder)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "loramerge"
 
 
 class Settings(BaseSettings):
@@ -71,7 +73,10 @@ class Settings(BaseSettings):
         "those used within `LORAMERGE_JOB_TIME_LIMIT_S` (a running job may hold them). 0: no bound.",
     )
     retention_interval_s: float = Field(
-        default=60.0, gt=0, description="How often each worker node applies retention to its data dir and reports disk use."
+        default=60.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How often each worker node applies retention to its data dir and reports disk use.",
     )
     job_soft_time_limit_s: int = Field(default=3600, ge=10, description="The job fails with `time_limit_exceeded` past this.")
     job_time_limit_s: int = Field(default=3900, ge=20, description="Hard limit: the worker process is killed.")

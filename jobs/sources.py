@@ -50,8 +50,9 @@ def source_kind(source: str) -> SourceKind:
 
 
 def is_hub_id(name: str) -> bool:
-    """``org/name`` as the Hub allows it: no ``..`` or ``--``, nothing before or after (no trailing newline)."""
-    return HUB_ID.fullmatch(name) is not None and ".." not in name and "--" not in name
+    """``org/name`` as the Hub allows it: no ``..`` or ``--``, no ``.git`` at the end (huggingface_hub's
+    own validator refuses those), nothing before or after (no trailing newline)."""
+    return HUB_ID.fullmatch(name) is not None and ".." not in name and "--" not in name and not name.endswith(".git")
 
 
 def check_source(
@@ -67,7 +68,7 @@ def check_source(
     if kind == "hub":
         if not is_hub_id(source):
             raise InvalidSourceError(
-                f"{field}: {source!r} is not a Hub ID (org/name: letters, digits, '.', '_', '-'; no '..' or '--'), "
+                f"{field}: {source!r} is not a Hub ID (org/name: letters, digits, '.', '_', '-'; no '..' or '--', no '.git' at the end), "
                 "an absolute local path or an s3:// URI (local paths must be absolute)",
                 field=field,
             )
@@ -88,11 +89,13 @@ def check_source(
 
 
 def _not_a_relative_path(source: str, local_roots: list[Path], *, field: str) -> None:
-    """``adapters/a_r4`` has a Hub ID's form; if a folder of that name sits under a root (or the server's
-    current folder), the caller meant that folder: say so rather than ask the Hub for it."""
-    for folder in (*(Path(root) for root in local_roots), Path.cwd()):
+    """``adapters/a_r4`` has a Hub ID's form; if a folder of that name sits under a root (or under the
+    server's current folder, within a root), the caller meant that folder: say so rather than ask the Hub
+    for it. Folders outside the roots are never named: a tenant learns nothing of the server's disk."""
+    roots = [Path(root).resolve() for root in local_roots]
+    for folder in (*roots, Path.cwd()):
         candidate = folder / source
-        if candidate.is_dir():
+        if candidate.is_dir() and any(candidate.resolve().is_relative_to(root) for root in roots):
             raise InvalidSourceError(
                 f"{field}: {source!r} has the form of a Hub ID, but {str(candidate)!r} is a folder on this server; "
                 f"local sources must be absolute paths: use {str(candidate.resolve())!r}",

@@ -66,6 +66,9 @@ class Housekeeping:
         )
         if lost:
             log.warning("requeued or failed jobs of lost workers: %s", ", ".join(lost))
+        if time.monotonic() - self.last_retention >= settings.retention_interval_s:
+            self.last_retention = time.monotonic()
+            self.retention.start()  # its own thread: deleting a large result must not delay the beat
         if time.monotonic() - self.last_sweep < settings.sweep_interval_s:
             return
         self.last_sweep = time.monotonic()
@@ -78,9 +81,6 @@ class Housekeeping:
             log.warning("re-sent the messages of stranded queued jobs: %s", ", ".join(stranded))
         if self.store.scrub_tokens():
             log.info("rewrote the Redis append-only file: dropped Hub tokens no longer on disk")
-        if time.monotonic() - self.last_retention >= settings.retention_interval_s:
-            self.last_retention = time.monotonic()
-            self.retention.start()  # its own thread: deleting a large result must not delay the beat
 
 
 def _queues(sender) -> list[str]:

@@ -15,11 +15,13 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
+from jobs.errors import InvalidSourceError
 from merge_core.errors import MergeError, SourceNotFoundError
 from worker.errors import SourceForbiddenError, SourceUnavailableError
 
@@ -33,6 +35,8 @@ def hub_errors(repo: str, *, missing: Callable[[str], MergeError] | None = None,
     not_found = missing or (lambda message: SourceNotFoundError(message, source=repo))
     try:
         yield
+    except HFValidationError as exc:  # a record older than today's submission rules: permanent, the caller's
+        raise InvalidSourceError(f"{repo!r} is not a Hub repository ID the Hub accepts ({exc})", field="source") from None
     except GatedRepoError:
         raise SourceForbiddenError(f"{repo} is gated: the token may not read it", source=repo) from None
     except RevisionNotFoundError:

@@ -125,7 +125,10 @@ class Retention:
             shutil.rmtree(entry.folder, ignore_errors=True)
             total -= entry.size
             removed += 1
-            log.info("result of job %s removed (%s, %d bytes)", entry.folder.name, why, entry.size)
+            context = {"job_id": entry.folder.name}
+            if entry.record is not None:
+                context.update(tenant=entry.record.tenant, attempt=entry.record.attempts)
+            log.info("result of job %s removed (%s, %d bytes)", entry.folder.name, why, entry.size, extra=context)
         return removed
 
     def _result(self, folder: Path) -> _Result | None:
@@ -150,7 +153,12 @@ class Retention:
                     continue
                 shutil.rmtree(attempt, ignore_errors=True)
                 removed += 1
-                log.info("staging of job %s attempt %s removed (the attempt no longer runs)", job_folder.name, attempt.name)
+                log.info(
+                    "staging of job %s attempt %s removed (the attempt no longer runs)",
+                    job_folder.name,
+                    attempt.name,
+                    extra={"job_id": job_folder.name, **({"tenant": record.tenant} if record else {})},
+                )
             try:
                 job_folder.rmdir()
             except OSError:
@@ -180,11 +188,16 @@ class Retention:
                 candidates.append((used, revision, marker))
         candidates.sort(key=lambda c: c[0])
         evicted, markers_gone = [], []
+        cache = self.settings.hub_cache_dir.resolve()
         for used, revision, marker in candidates:
             if size <= bound:
                 break
             if used > protected_since:
                 continue  # a job may still read it
+            foreign = [f.file_path for f in revision.files if not Path(f.blob_path).resolve().is_relative_to(cache)]
+            if foreign:  # huggingface_hub would unlink the link's target wherever it is: not ours to delete
+                log.warning("Hub cache revision %s links out of the cache (%s): left alone", revision.snapshot_path, foreign[0])
+                continue
             evicted.append(revision.commit_hash)
             markers_gone.append(marker)
             size -= revision.size_on_disk

@@ -69,6 +69,8 @@ class JobRunner:
         if record is None:
             current = self.store.get(job_id)
             state = "unknown or expired" if current is None else f"{current.status.value} ({current.worker or 'no worker'})"
+            if current is not None:
+                add_job_context(tenant=current.tenant, attempt=current.attempts)
             log.info("job %s: %s, not run by this delivery", job_id, state)
             return None
         add_job_context(tenant=record.tenant, attempt=record.attempts)

@@ -155,10 +155,14 @@ def _purge(job_id: str, services, tenant: str, response: Response) -> JobPublic:
     try:
         removed = remove_local_result(record.result.uri if record.result else None, services.settings.results_dir)
     except OSError as exc:  # recorded as purged: the workers' retention sweep removes what is left
-        log.warning("job %s: purge left files behind (%s); retention removes them", job_id, exc.strerror or exc)
+        log.warning(
+            "job %s: purge left files behind (%s); retention removes them", job_id, exc.strerror or exc,
+            extra={"job_id": job_id, "tenant": tenant, "attempt": record.attempts},
+        )  # fmt: skip
     else:
         if removed:
-            log.info("job %s: result purged by its tenant", job_id)
+            context = {"job_id": job_id, "tenant": tenant, "attempt": record.attempts}
+            log.info("job %s: result purged by its tenant", job_id, extra=context)
     response.status_code = 200
     return JobPublic.of(record)
 

@@ -36,7 +36,7 @@ def test_control_characters_in_local_paths_are_invalid(world, source):
         check_source(source, None, local_roots=[world[0]], field=FIELD)
 
 
-@pytest.mark.parametrize("source", ["org/name\n", "org/name\r", "a..b/c", "a--b/c", "org/na\x00me", " org/name"])
+@pytest.mark.parametrize("source", ["org/name\n", "org/name\r", "a..b/c", "a--b/c", "org/na\x00me", " org/name", "org/name.git"])
 def test_bad_hub_ids_are_refused(source):
     with pytest.raises(InvalidSourceError, match=r"not a Hub ID \(org/name"):
         check_source(source, None, local_roots=[], field=FIELD)
@@ -134,3 +134,28 @@ def test_a_revision_goes_only_with_a_hub_base_model(world):
     with pytest.raises(InvalidSourceError, match=r"output\.base_model_revision: only a Hub base model has a revision") as caught:
         check_base_model(str(roots / "base"), "main", local_roots=[roots])
     assert caught.value.details == {"field": "output.base_model_revision"}
+
+
+def test_a_relative_path_names_only_folders_within_the_roots(tmp_path, monkeypatch):
+    """`team/a0` under the server's current folder but outside every root is not named to the tenant:
+    it is taken for a Hub ID, as it would be on any other server (no probe of the server's disk)."""
+    root = tmp_path / "root"
+    (root / "team" / "a0").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "etc" / "ssh").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert check_source("etc/ssh", None, local_roots=[root], field="adapters[0].source") == "hub"
+    with pytest.raises(InvalidSourceError, match=str(root / "team" / "a0")):
+        check_source("team/a0", None, local_roots=[root], field="adapters[0].source")
+    monkeypatch.chdir(root)  # the current folder within a root: its folders are meant
+    with pytest.raises(InvalidSourceError, match="local sources must be absolute paths"):
+        check_source("team/a0", None, local_roots=[root], field="adapters[0].source")
+
+
+def test_a_relative_xdg_data_home_is_ignored(monkeypatch, tmp_path):
+    from jobs.settings import default_data_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/x")  # the XDG rule: relative values are invalid, ignored
+    assert default_data_dir() == tmp_path / ".local" / "share" / "loramerge"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "loramerge"

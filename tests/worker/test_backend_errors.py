@@ -78,3 +78,14 @@ def _publishing(destination: str, endpoint_url: str, tmp_path) -> PublishContext
         s3_endpoint_url=endpoint_url,
         commit_message="m",
     )
+
+
+def test_a_repo_id_the_hub_client_refuses_is_invalid_source_not_an_internal_error():
+    """A record from before today's submission rules (``org/name.git`` passed them) fails with its code."""
+    from huggingface_hub.utils import validate_repo_id
+
+    from jobs.errors import ErrorCode, InvalidSourceError
+
+    with pytest.raises(InvalidSourceError) as caught, hub_errors("org/name.git"):
+        validate_repo_id("org/name.git")
+    assert caught.value.code == ErrorCode.invalid_source and "org/name.git" in str(caught.value)

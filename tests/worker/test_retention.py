@@ -168,3 +168,30 @@ def test_disk_use_of_each_data_dir_is_in_metrics(store, settings):
     assert _gauge(text, "loramerge_disk_free_bytes", data_dir=retention.name) > 0
     assert _gauge(text, "loramerge_retention_removed_total", area="results") == 1
     assert (settings.results_dir / kept.id).exists()
+
+
+def test_a_cache_revision_that_links_out_of_the_cache_is_left_alone(store, settings, tmp_path):
+    """huggingface_hub's delete would unlink a planted link's target wherever it is."""
+    bounded = settings.model_copy(update={"hub_cache_max_bytes": 100, "job_time_limit_s": 60})
+    cache = bounded.hub_cache_dir
+    victim = tmp_path / "outside" / "victim.bin"
+    victim.parent.mkdir()
+    victim.write_bytes(b"\0" * 1000)
+    snapshot = cache / "models--acme--lora" / "snapshots" / ("1" * 40)
+    snapshot.mkdir(parents=True)
+    (cache / "models--acme--lora" / "blobs").mkdir()
+    (cache / "models--acme--lora" / "refs").mkdir()
+    (snapshot / "adapter_model.safetensors").symlink_to(victim)
+    for path in (snapshot, victim):
+        _old(path, 3 * DAY)  # old enough to evict: only the check of where its files lie keeps it
+    assert Retention(store, bounded).run()["hub_cache"] == 0
+    assert victim.exists() and snapshot.exists()
+
+
+def test_bad_retention_settings_are_refused():
+    from pydantic import ValidationError
+
+    for bad in ({"retention_interval_s": float("inf")}, {"retention_interval_s": 0}, {"result_max_bytes": "abc"}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+    assert Settings(result_max_bytes="1.5GiB").result_max_bytes == 1610612736

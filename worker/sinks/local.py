@@ -16,8 +16,16 @@ def publish_local(folder: Path, *, ctx: PublishContext) -> Published:
     final = local_result_folder(ctx.results_dir, ctx.job_id)
     try:
         ctx.results_dir.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # an earlier delivery of this job already published it
-            shutil.rmtree(folder, ignore_errors=True)
+        if final.exists() or final.is_symlink():
+            # an earlier attempt that published and died before recording it, or something planted there:
+            # this attempt holds the job (fenced before publish), so its own result replaces it
+            stale = folder.with_name(folder.name + ".replaced")
+            os.replace(final, stale)
+            os.replace(folder, final)
+            if stale.is_symlink() or not stale.is_dir():
+                stale.unlink()
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
         else:
             os.replace(folder, final)
     except OSError as exc:
