@@ -46,7 +46,7 @@ def worker_kill(stack: ProcessStack) -> dict:
     with stack.client() as client:
         reference = stack.wait_terminal(client, client.post("/v1/merges", json=spec).json()["id"])
         assert reference["status"] == "succeeded", reference
-        job = client.post("/v1/merges", json={**spec, "params": {"scaling": 1.0}}).json()
+        job = client.post("/v1/merges", json={**spec, "params": {"scaling": "auto"}}).json()
         running = stack.wait_running(client, job["id"])
         pid = int(running["worker"].rsplit(":", 1)[1])
         os.kill(pid, signal.SIGKILL)
