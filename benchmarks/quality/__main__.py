@@ -1,8 +1,15 @@
-"""python -m benchmarks.quality [--tasks ...] [--steps N] [--smoke]
+"""python -m benchmarks.quality [--tasks ...] [--steps N] [--n-seeds S] [--smoke]
 
-Trains one LoRA + head per task (cached), then for every merge configuration chooses `scaling` on the
-validation split (mean normalized accuracy) and reports test accuracy at that value only. Writes
-benchmarks/results/quality.json, docs/benchmarks.md and docs/quality_normalized.png (not in --smoke).
+Trains one LoRA + head per task and training seed (cached under a key of everything that shapes the
+training), then for every merge configuration and seed replicate merges once at λ = 1, scores every λ of
+the grid on the validation split (mean normalized accuracy) by scaling that merge, and tests at the chosen
+λ; methods of the main table are also tested at λ = 1 and at each named scaling rule their parameters
+accept. Each unit of work is written under --runs as it finishes and reused by a rerun (resume), keyed by
+its content. Writes benchmarks/results/quality.json, docs/benchmarks.md and docs/quality_*.png (not in
+--smoke). Intervals: crossed bootstrap over seeds and test examples (benchmarks/quality/stats.py).
+
+Regimes: "same" trains every task of replicate k from seed SEED+k (as public adapters usually are);
+"distinct" trains task i of replicate k from seed SEED+1+i+k·(number of tasks).
 """
 
 from __future__ import annotations
@@ -17,169 +24,115 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizing happens once; its pool would compete with torch's
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
-from benchmarks.quality.apart import merge_apart  # noqa: E402
-from benchmarks.quality.configs import (  # noqa: E402
-    ablation_configs,
-    apart_configs,
-    combination_configs,
-    main_configs,
-    smoke_extras,
-)
-from benchmarks.quality.evaluate import Evaluator, accuracies, adapter_deltas, merged_deltas, normalized  # noqa: E402
+from benchmarks.quality.aggregate import aggregate_regime, check  # noqa: E402
+from benchmarks.quality.configs import NAMED_SCALINGS, SCALING_GRID  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
+from benchmarks.quality.run import configs_for, run_regime  # noqa: E402
+from benchmarks.quality.store import Store  # noqa: E402
+from benchmarks.quality.sweep import SharedEvaluator  # noqa: E402
 from benchmarks.quality.tasks import load_task, task_names  # noqa: E402
-from benchmarks.quality.train import RANK, train_task  # noqa: E402
-from merge_core.adapters import load_adapter  # noqa: E402
-from merge_core.engine import merge_adapters  # noqa: E402
-from merge_core.registry import get_method  # noqa: E402
+from benchmarks.quality.threads import available_cores, set_threads  # noqa: E402
+from benchmarks.quality.train import TrainSettings  # noqa: E402
 
 DEFAULT_TASKS = ["bbc_topic", "rt_sentiment", "rt_subjectivity", "tweet_sentiment", "wordnet_supersense"]
-SCALINGS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__, formatter_class=_Help)
+    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help=f"known: {', '.join(task_names())}")
+    p.add_argument("--steps", type=int, default=150, help="training steps per adapter")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="training learning rate (AdamW, warm-up then linear decay)")
+    p.add_argument("--n-train", type=int, default=2000, help="training examples per task (stratified)")
+    p.add_argument("--n-eval", type=int, default=300, help="validation and test examples per task (stratified)")
+    p.add_argument("--seeds", choices=["same", "distinct", "both"], default="both", help="training-seed regimes")
+    p.add_argument("--n-seeds", type=int, default=3, help="seed replicates per regime (intervals include their spread)")
+    p.add_argument("--seed", type=int, default=0, help="first training seed (see Regimes above)")
+    p.add_argument(
+        "--grid",
+        type=float,
+        nargs="+",
+        default=list(SCALING_GRID),
+        help="λ values chosen from on validation",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="torch threads; default: the cores available to this process",
+    )
+    p.add_argument("--interop-threads", type=int, default=1, help="torch inter-op threads (eager mode has no use for more)")
+    p.add_argument("--cache", type=Path, default=Path("benchmarks/results/quality-adapters"), help="trained adapters")
+    p.add_argument("--runs", type=Path, default=Path("benchmarks/results/quality-runs"), help="finished units (resume)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"), help="results JSON")
+    p.add_argument("--no-docs", action="store_true", help="write the results JSON only, leave docs/ as it is")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes (2 seeds, 12 steps, 32 examples, 4-point grid, 4 extra rows); checks the pipeline, writes no docs",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help=f"known: {', '.join(task_names())}")
-    parser.add_argument("--steps", type=int, default=150, help="training steps per task (batch 32)")
-    parser.add_argument("--n-train", type=int, default=2000)
-    parser.add_argument("--n-eval", type=int, default=300, help="validation and test examples per task")
-    parser.add_argument("--seeds", choices=["same", "distinct", "both"], default="both")
-    parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/quality-adapters"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
-    parser.add_argument(
-        "--seed", type=int, default=0, help="training seed of the same-seed regime; distinct seeds are seed+1..seed+n"
-    )
-    parser.add_argument("--no-docs", action="store_true", help="write the results JSON only, leave docs/ as it is")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks the pipeline, writes no docs")
-    args = parser.parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.n_seeds < 1 or args.steps < 1 or not args.grid or min(args.grid) <= 0:
+        cli.error("--n-seeds and --steps must be at least 1, and --grid positive values")
     if args.smoke:
-        args.steps, args.n_train, args.n_eval, args.seeds = min(args.steps, 24), 96, 48, "same"
+        args.steps, args.n_train, args.n_eval, args.seeds = min(args.steps, 12), 96, 32, "same"
+        args.n_seeds = min(args.n_seeds, 2)
+        if args.grid == list(SCALING_GRID):
+            args.grid = [0.1, 0.32, 1.0, 3.2]
+    grid = sorted(args.grid)
+    threads = set_threads(args.threads, args.interop_threads)
     started = time.monotonic()
     torch.manual_seed(0)
     tasks = [load_task(name, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval) for name in args.tasks]
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    store, shared = Store(args.runs), SharedEvaluator(tasks)
     regimes = ["same", "distinct"] if args.seeds == "both" else [args.seeds]
     results = {
         "tasks": args.tasks,
-        "scalings": SCALINGS,
+        "grid": grid,
+        "named_scalings": list(NAMED_SCALINGS),
         "steps": args.steps,
+        "training": {**settings.__dict__},
         "n_train": args.n_train,
         "n_eval": args.n_eval,
+        "n_seeds": args.n_seeds,
         "regimes": {},
     }
     for regime in regimes:
-        results["regimes"][regime] = run_regime(tasks, regime, args, ablations=(regime == "same" and not args.smoke))
-    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        configs = configs_for(regime, rank=settings.rank * len(tasks), smoke=args.smoke)
+        replicates, units = run_regime(regime, tasks, configs, grid, args=args, settings=settings, store=store, shared=shared)
+        results["regimes"][regime] = aggregate_regime(replicates, units, configs)
+    cores = os.cpu_count()
+    results["machine"] = (
+        f"{platform.processor() or platform.machine()}, {cores} cores ({threads} torch threads), torch {torch.__version__}"
+    )
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["compute_seconds"] = round(store.seconds, 1)  # what every unit took when computed, resumed ones included
+    results["units"] = {"computed": len(store.computed), "resumed": len(store.loaded)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     check(results)
     if not (args.smoke or args.no_docs):
         write_report(results, command="python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]))
+    summary = {r: {c["name"]: round(c["test_norm_mean"], 4) for c in v["configs"]} for r, v in results["regimes"].items()}
+    print(json.dumps(summary, indent=1))
     print(
-        json.dumps(
-            {r: {c["name"]: round(c["test_norm_mean"], 4) for c in v["configs"]} for r, v in results["regimes"].items()}, indent=1
-        )
+        f"done in {results['seconds']} s ({results['units']['computed']} units computed, {results['units']['resumed']} resumed)"
     )
-    print(f"done in {results['seconds']} s")
     return 0
-
-
-def run_regime(tasks, regime: str, args, *, ablations: bool) -> dict:
-    folders = {}
-    for i, task in enumerate(tasks):
-        seed = args.seed if regime == "same" else args.seed + i + 1
-        bar = tqdm(total=args.steps, desc=f"train {task.name} (seed {seed})", file=sys.stderr, leave=False)
-        folders[task.name] = train_task(
-            task, seed=seed, steps=args.steps, cache=args.cache, progress=lambda s, n, loss, bar=bar: bar.update(1)
-        )
-        bar.close()
-    adapters = [load_adapter(folders[t.name]) for t in tasks]
-    evaluator = Evaluator(tasks, folders)
-    base = {split: evaluator.accuracy({}, split) for split in ("val", "test")}
-    individual, individual_correct = {"val": {}, "test": {}}, {}
-    for task, adapter in zip(tasks, adapters):
-        deltas = adapter_deltas(adapter)
-        individual["val"].update(evaluator.accuracy(deltas, "val", only=task.name))
-        individual_correct.update(evaluator.correct(deltas, "test", only=task.name))
-    individual["test"] = accuracies(individual_correct)
-    configs = main_configs(rank=RANK * len(tasks))
-    if ablations:
-        configs += ablation_configs() + combination_configs(rank=RANK * len(tasks)) + apart_configs()
-    elif args.smoke:
-        configs += smoke_extras()
-    rows = []
-    for config in tqdm(configs, desc=f"merge+evaluate ({regime} seeds)", file=sys.stderr):
-        rows.append(evaluate_config(config, adapters, evaluator, individual))
-    return {"base": base, "individual": individual, "individual_test_correct": individual_correct, "configs": rows}
-
-
-def evaluate_config(config: dict, adapters, evaluator: Evaluator, individual: dict) -> dict:
-    method = get_method(config["method"])
-    best = None
-    for scaling in SCALINGS:
-        params = method.parse_params({**config.get("params", {}), "scaling": scaling})
-        if config.get("apart"):
-            deltas, diagnostics = merge_apart(adapters, method, params), {}
-        else:
-            merged = merge_adapters(adapters, method, params, rank=config.get("rank"), device="cpu")
-            deltas, diagnostics = merged_deltas(merged), merged.summary()
-        val = evaluator.accuracy(deltas, "val")
-        score = sum(normalized(val, individual["val"]).values()) / len(val)
-        if best is None or score > best[0]:
-            best = (score, scaling, deltas, diagnostics)
-    score, scaling, deltas, diagnostics = best
-    test_correct = evaluator.correct(deltas, "test")
-    test = accuracies(test_correct)
-    test_norm = normalized(test, individual["test"])
-    row = {
-        **config,
-        "scaling": scaling,
-        "val_norm_mean": score,
-        "test": test,
-        "test_norm": test_norm,
-        "test_mean": sum(test.values()) / len(test),
-        "test_norm_mean": sum(test_norm.values()) / len(test_norm),
-        "diagnostics": diagnostics,
-        "test_correct": test_correct,
-    }
-    if config["table"] == "mu":
-        row["orthogonalized_individual"] = orthogonalized_individual(config, adapters, evaluator, individual)
-    return row
-
-
-def orthogonalized_individual(config: dict, adapters, evaluator: Evaluator, individual: dict) -> dict:
-    """Paper Fig. 3: each task scored with its *own* adapter after orthogonalization at this μ, alone.
-
-    DO-Merging without decoupling at λ = 1 returns ``[B̂_1 … B̂_n] @ [Â_1; …; Â_n]``: the column block
-    ``i`` of the merged factors is adapter ``i``'s orthogonalized update (balancing keeps blocks apart).
-    """
-    method = get_method("do_merging")
-    params = method.parse_params({**config["params"], "decouple": False, "scaling": 1.0})
-    merged = merge_adapters(adapters, method, params, device="cpu")
-    test, offset = {}, 0
-    for task, adapter in zip(evaluator.tasks, adapters):
-        rank = next(iter(adapter.modules.values())).rank
-        block = slice(offset, offset + rank)
-        deltas = {name: (B[:, block].double() @ A[block].double()).float() for name, (B, A) in merged.modules.items()}
-        test.update(evaluator.accuracy(deltas, "test", only=task.name))
-        offset += rank
-    test_norm = normalized(test, individual["test"])
-    return {"test": test, "test_norm": test_norm, "test_norm_mean": sum(test_norm.values()) / len(test_norm)}
-
-
-def check(results: dict) -> None:
-    """Sanity bounds a bug would break: accuracies are probabilities, the adapters learned something."""
-    for regime in results["regimes"].values():
-        for split in ("val", "test"):
-            for value in list(regime["individual"][split].values()) + list(regime["base"][split].values()):
-                assert 0.0 <= value <= 1.0, value
-        for row in regime["configs"]:
-            assert all(0.0 <= v <= 1.0 for v in row["test"].values()), row["name"]
-            assert row["scaling"] in SCALINGS
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
-"""The merge configurations compared. Dense methods (TIES, DARE, Breadcrumbs) are truncated to the
-sum of the adapters' ranks so every method keeps about the same parameter budget."""
+"""The merge configurations compared, and the values of ``scaling`` (λ) each is scored at. Dense methods
+(TIES, DARE, Breadcrumbs) are truncated to the sum of the adapters' ranks so every method keeps about the
+same parameter budget."""
 
 from __future__ import annotations
 
+# λ chosen on validation from 10^(k/4), k = -6..2 (0.032 ... 3.2, 9 points, 1 among them). The old grid
+# {0.1, ..., 1.0} had methods on both edges; a row whose chosen λ still sits on an edge is flagged (†).
+SCALING_GRID = tuple(float(f"{10 ** (k / 4):.2g}") for k in range(-6, 3))
+# Named rules tested per method of the main table beside λ = 1 and the chosen λ, passed to the method as
+# its ``scaling`` as they are. A method whose parameters do not take the name yet (read from its schema)
+# is skipped for it, so the list may stand before the library accepts any.
+NAMED_SCALINGS = ("auto", "1/n", "1/sqrt(n)", "norm_match")
 MU_SWEEP = (0.01, 0.1, 1.0, 5.0)  # with ortho_lr 0.1; lr·μ must stay below 1 (DOMergingParams)
 APART_METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "knots", "tsv", "drm")
 
@@ -76,8 +84,10 @@ def apart_configs() -> list[dict]:
 
 
 def smoke_extras() -> list[dict]:
-    """One row of each extra table, so CI runs the "apart", orthogonalized-individual and combination paths too."""
+    """One row of each extra table, so CI runs the "apart", orthogonalized-individual and combination paths
+    too, and an ablation row equal to the main ``do_merging`` row (both switches on), computed only once."""
     mu = next(row for row in ablation_configs() if row["table"] == "mu")
+    same_as_main = next(row for row in ablation_configs() if row["params"] == {"orthogonalize": True, "decouple": True})
     ties_apart = next(row for row in apart_configs() if row["method"] == "ties")
     around_tsv = combination_configs(rank=0)[0]  # DO(tsv), both components
-    return [mu, ties_apart, around_tsv]
+    return [mu, same_as_main, ties_apart, around_tsv]

@@ -23,21 +23,31 @@ def merged_deltas(merged: MergedAdapter) -> dict[str, torch.Tensor]:
 
 
 class Evaluator:
-    def __init__(self, tasks: list[TaskData], folders: dict[str, Path]) -> None:
+    """The base encoder with every task's validation and test split tokenized once; ``use_heads`` loads
+    one replicate's task heads (each trained with its task's adapter)."""
+
+    def __init__(self, tasks: list[TaskData], folders: dict[str, Path] | None = None) -> None:
         self.tasks = tasks
         self.tokenizer, self.model = load_base()
         self.applier = DeltaApplier(self.model)
-        self.heads = {t.name: load_head(folders[t.name]) for t in tasks}
+        self.heads: dict[str, torch.nn.Linear] = {}
         self.inputs = {
             (t.name, split): (Tokenized(self.tokenizer, getattr(t, split)[0]), torch.tensor(getattr(t, split)[1]))
             for t in tasks
             for split in ("val", "test")
         }
+        if folders is not None:
+            self.use_heads(folders)
+
+    def use_heads(self, folders: dict[str, Path]) -> None:
+        self.heads = {t.name: load_head(folders[t.name]) for t in self.tasks}
 
     @torch.no_grad()
-    def correct(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, list[int]]:
-        """Per example, 1 where the task's head is right with ``deltas`` added to the base weights."""
-        self.applier.apply(deltas)
+    def correct(
+        self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None, scale: float = 1.0
+    ) -> dict[str, list[int]]:
+        """Per example, 1 where the task's head is right with ``scale · deltas`` added to the base weights."""
+        self.applier.apply(deltas, scale)
         hits = {}
         for task in self.tasks:
             if only is not None and task.name != only:
@@ -47,9 +57,11 @@ class Evaluator:
             hits[task.name] = (predicted == labels).int().tolist()
         return hits
 
-    def accuracy(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, float]:
+    def accuracy(
+        self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None, scale: float = 1.0
+    ) -> dict[str, float]:
         """Accuracy of every task (or of task ``only``)."""
-        return accuracies(self.correct(deltas, split, only))
+        return accuracies(self.correct(deltas, split, only, scale))
 
 
 def accuracies(hits: dict[str, list[int]]) -> dict[str, float]:

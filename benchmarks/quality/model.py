@@ -62,7 +62,7 @@ class Tokenized:
 
 
 class DeltaApplier:
-    """Keeps the base weights; ``apply(deltas)`` sets W = W0 + ΔW for the named modules."""
+    """Keeps the base weights; ``apply(deltas, scale)`` sets W = W0 + scale · ΔW for the named modules."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -70,10 +70,10 @@ class DeltaApplier:
             name: module.weight.detach().clone() for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
         }
 
-    def apply(self, deltas: dict[str, torch.Tensor]) -> None:
+    def apply(self, deltas: dict[str, torch.Tensor], scale: float = 1.0) -> None:
         modules = dict(self.model.named_modules())
         with torch.no_grad():
             for name, weight in self.base.items():
                 modules[name].weight.copy_(weight)
             for name, delta in deltas.items():
-                modules[name].weight.add_(delta.to(modules[name].weight.dtype))
+                modules[name].weight.add_(delta.to(modules[name].weight.dtype), alpha=scale)

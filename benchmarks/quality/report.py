@@ -1,10 +1,11 @@
-"""docs/benchmarks.md (tables) and docs/quality_normalized.png (per-task normalized accuracy by method)."""
+"""docs/benchmarks.md (tables) and docs/quality_*.png (charts.py) from a results file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.quality.stats import Bootstrap, interval
+from benchmarks.quality.charts import chart, mu_chart
+from benchmarks.quality.stats import RESAMPLES, Bootstrap, interval
 
 DOCS = Path("docs")
 DIAGNOSTICS = (
@@ -14,6 +15,15 @@ DIAGNOSTICS = (
     "overlap_B_after_mean",
     "magnitude_spread_mean",
 )
+EDGE = "†"
+HEADINGS = {
+    "main": "Every method",
+    "switches": "DO-Merging ablation: the two switches (paper Table 7)",
+    "axis": "DO-Merging: magnitude axis (paper Table 8)",
+    "mu": "DO-Merging: `ortho_mu` sweep (paper Fig. 3, merged accuracy)",
+    "combinations": "DO-Merging's components around other methods (paper Fig. 4a)",
+    "apart": 'A and B merged apart (paper Tables 10-12, "Separate")',
+}
 
 
 def _pct(value: float) -> str:
@@ -25,9 +35,25 @@ def _ci(low: float, high: float, *, signed: bool = False) -> str:
     return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
 
 
-def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict) -> list[str]:
+def _lam(row: dict) -> str:
+    """The λ chosen per seed replicate, flagged when any sits on an edge of the grid."""
+    return " / ".join(f"{s:g}" for s in row["scaling"]) + (f" {EDGE}" if row["edge"] else "")
+
+
+def _edge_note(rows: list[dict], grid: list[float]) -> list[str]:
+    if not any(r["edge"] for r in rows):
+        return []
+    return [
+        "",
+        f"{EDGE} λ chosen on an edge of the grid ({min(grid):g} or {max(grid):g}) for at least one seed: the best λ may lie "
+        "outside the grid, so the row may be handicapped.",
+    ]
+
+
+def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict, grid: list[float]) -> list[str]:
     lines = [
-        "| configuration | λ | " + " | ".join(tasks) + " | mean acc | **mean normalized** | 95% CI | − task_arithmetic, 95% CI |",
+        "| configuration | λ (per seed) | " + " | ".join(tasks) + " | mean acc | **mean normalized** | 95% CI | "
+        "− task_arithmetic, 95% CI |",
         "|---" * (len(tasks) + 6) + "|",
     ]
     ref = boot.norm_mean(reference["test_correct"])
@@ -36,10 +62,34 @@ def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict)
         samples = boot.norm_mean(row["test_correct"])
         diff = "–" if row is reference else _ci(*interval(samples - ref), signed=True)
         lines.append(
-            f"| {row['name']} | {row['scaling']} | "
+            f"| {row['name']} | {_lam(row)} | "
             + " | ".join(cells)
             + f" | {_pct(row['test_mean'])} | **{_pct(row['test_norm_mean'])}** | {_ci(*interval(samples))} | {diff} |"
         )
+    return lines + _edge_note(rows, grid)
+
+
+def _scaling_table(rows: list[dict], boot: Bootstrap) -> list[str]:
+    """Issue 17: per method, test at λ = 1, at each named rule the method takes, and at the chosen λ."""
+    labels = []
+    for row in rows:
+        labels += [label for label in row.get("at", {}) if label not in labels]
+    lines = [
+        "Mean normalized test accuracy of each method at fixed scalings beside the validation-chosen λ (95% CI); "
+        "a named rule is passed to the method as its `scaling`, – where the method does not take it.",
+        "",
+        "| configuration | at chosen λ | " + " | ".join(f"at {label}" for label in labels) + " |",
+        "|---" * (len(labels) + 2) + "|",
+    ]
+    for row in sorted(rows, key=lambda r: -r["test_norm_mean"]):
+        cells = []
+        for label in labels:
+            at = row.get("at", {}).get(label)
+            cells.append(
+                "–" if at is None else f"{_pct(at['test_norm_mean'])} {_ci(*interval(boot.norm_mean(at['test_correct'])))}"
+            )
+        chosen = f"{_pct(row['test_norm_mean'])} {_ci(*interval(boot.norm_mean(row['test_correct'])))} (λ {_lam(row)})"
+        lines.append(f"| {row['name']} | {chosen} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -47,7 +97,7 @@ def _mu_table(rows: list[dict]) -> list[str]:
     """Fig. 3's two curves as numbers: what each adapter keeps once orthogonalized, and what the merge keeps."""
     lines = [
         "Each orthogonalized adapter used alone on its own task (test, λ = 1, no decoupling) against the merge "
-        "(chosen λ); overlaps are the mean over modules after orthogonalization. Chart: "
+        "(chosen λ); overlaps are the mean over modules after orthogonalization; means over seeds. Chart: "
         "[quality_ortho_mu.png](quality_ortho_mu.png).",
         "",
         "| ortho_mu | overlap A after | overlap B after | orthogonalized adapters alone, mean normalized | "
@@ -76,36 +126,52 @@ def _apart_table(apart: list[dict], main: list[dict], boot: Bootstrap) -> list[s
         product = on_product[row["method"]]
         gap = boot.norm_mean(product["test_correct"]) - boot.norm_mean(row["test_correct"])
         lines.append(
-            f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {row['scaling']}) | "
-            f"{_pct(product['test_norm_mean'])} (λ {product['scaling']}) | "
+            f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {_lam(row)}) | "
+            f"{_pct(product['test_norm_mean'])} (λ {_lam(product)}) | "
             f"{100 * (product['test_norm_mean'] - row['test_norm_mean']):+.1f} | {_ci(*interval(gap), signed=True)} |"
         )
     return lines
 
 
-def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
-    tasks = results["tasks"]
-    out = [
+def header(results: dict, command: str) -> list[str]:
+    grid, seeds = results["grid"], results["n_seeds"]
+    t = results["training"]
+    minutes = results.get("compute_seconds", results["seconds"]) / 60
+    return [
         "# Quality benchmark: what merged adapters still know",
         "",
-        f"Command: `{command}` · machine: {results['machine']} · run time {results['seconds'] / 60:.1f} min · "
-        f"{results['steps']} training steps per task (batch 32, r=16, all attention and MLP linears of all-MiniLM-L6-v2), "
-        f"{results['n_train']} training / {results['n_eval']} validation / {results['n_eval']} test examples per task.",
+        f"Command: `{command}` · machine: {results['machine']} · compute time {minutes:.1f} min · {seeds} training seeds "
+        f"per regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}, r={t['rank']}, all "
+        f"attention and MLP linears of all-MiniLM-L6-v2), {results['n_train']} training / {results['n_eval']} validation / "
+        f"{results['n_eval']} test examples per task, every split stratified by label.",
         "",
-        "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. `λ` (scaling) is "
-        "chosen per configuration on the validation split (mean normalized accuracy over "
-        f"{{{', '.join(str(v) for v in results['scalings'])}}}); the test numbers are at that value only. Cells: test accuracy % (normalized % = merged / "
-        "the task's own adapter, paper Eq. 39). *95% CI*: paired bootstrap over test examples (2,000 resamples, the "
-        "individual adapters resampled with them); the last column is the interval of the difference to Task Arithmetic, "
-        "so a gap whose interval holds 0 is within sampling noise. What we read from these results and the defaults chosen from the "
-        "validation numbers: [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark).",
+        "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. Each configuration "
+        "is merged once per seed replicate at λ = 1; every λ of the grid "
+        f"{{{', '.join(f'{v:g}' for v in grid)}}} scales that merge (every method applies `scaling` as a factor on its "
+        "result) and is scored on the validation split (mean normalized accuracy); the test numbers are at the λ chosen "
+        f"for that replicate. The *λ* column lists the choice per seed; {EDGE} marks a row where one sits on an edge of "
+        "the grid. Cells: test accuracy % (normalized % = merged / the task's own adapter of the same seed, paper Eq. 39), "
+        f"means over the {seeds} seed replicates. *95% CI*: crossed paired bootstrap ({RESAMPLES:,} resamples): each "
+        "resample draws the seed replicates with replacement and, independently, each task's test examples with "
+        "replacement (the same examples for every replicate, which all saw the same test set), scores each drawn "
+        "replicate against its own adapters on the drawn examples, and averages; the draws are shared by every row, so "
+        "the last column, the interval of the difference to Task Arithmetic, cancels what two rows share. A gap whose "
+        "interval holds 0 is within the noise of test sampling *and* of training seeds (details and caveats: "
+        "`benchmarks/quality/stats.py`). What we read from these results and the defaults chosen from the validation "
+        "numbers: [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark).",
     ]
+
+
+def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
+    tasks, grid = results["tasks"], results["grid"]
+    out = header(results, command)
     for regime, data in results["regimes"].items():
         title = (
             "the same seed for every task (as public adapters usually are)" if regime == "same" else "a distinct seed per task"
         )
-        out += ["", f"## Adapters trained from {title}", ""]
-        out += ["| reference | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
+        seeds = ", ".join("/".join(str(s) for s in dict.fromkeys(rep.values())) for rep in data["seeds"])
+        out += ["", f"## Adapters trained from {title}", "", f"Training seeds per replicate: {seeds}.", ""]
+        out += ["| reference (mean over seeds) | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
         for label, scores in (
             ("base model + task head", data["base"]["test"]),
             ("own adapter (individual)", data["individual"]["test"]),
@@ -118,17 +184,11 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
             by_table.setdefault(row["table"], []).append(row)
         boot = Bootstrap(data["individual_test_correct"])
         reference = next(r for r in by_table["main"] if r["method"] == "task_arithmetic")
-        headings = {
-            "main": "Every method",
-            "switches": "DO-Merging ablation: the two switches (paper Table 7)",
-            "axis": "DO-Merging: magnitude axis (paper Table 8)",
-            "mu": "DO-Merging: `ortho_mu` sweep (paper Fig. 3, merged accuracy)",
-            "combinations": "DO-Merging's components around other methods (paper Fig. 4a)",
-            "apart": 'A and B merged apart (paper Tables 10-12, "Separate")',
-        }
-        for key, heading in headings.items():
+        for key, heading in HEADINGS.items():
             if key in by_table:
-                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks, boot, reference)
+                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks, boot, reference, grid)
+            if key == "main" and any("at" in r for r in by_table["main"]):
+                out += ["", "### λ = 1, named scaling rules and the chosen λ", "", *_scaling_table(by_table["main"], boot)]
         if "mu" in by_table:
             out += ["", *_mu_table(by_table["mu"])]
         if "apart" in by_table:
@@ -146,55 +206,3 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
     mu_rows = [r for r in (results["regimes"].get("same") or {}).get("configs", []) if r["table"] == "mu"]
     if mu_rows:
         mu_chart(mu_rows, docs / "quality_ortho_mu.png")
-
-
-def chart(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = results["regimes"].get("same") or next(iter(results["regimes"].values()))
-    rows = sorted((r for r in data["configs"] if r["table"] == "main"), key=lambda r: -r["test_norm_mean"])
-    tasks = results["tasks"]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.8 / len(tasks)
-    for i, task in enumerate(tasks):
-        ax.bar([x + i * width for x in range(len(rows))], [100 * r["test_norm"][task] for r in rows], width, label=task)
-    ax.plot(
-        [x + 0.4 - width / 2 for x in range(len(rows))],
-        [100 * r["test_norm_mean"] for r in rows],
-        "k_",
-        markersize=18,
-        label="mean",
-    )
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [r["name"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("normalized test accuracy (%)")
-    ax.set_ylim(0, 110)
-    ax.axhline(100, color="grey", linewidth=0.5)
-    ax.legend(ncol=3, fontsize=8, loc="lower left")
-    ax.set_title("Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def mu_chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted(rows, key=lambda r: r["params"]["ortho_mu"])
-    mus = [r["params"]["ortho_mu"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(mus, [100 * r["orthogonalized_individual"]["test_norm_mean"] for r in rows], "o-", label="each adapter alone")
-    ax.plot(mus, [100 * r["test_norm_mean"] for r in rows], "s-", label="merged (DO-Merging)")
-    ax.set_xscale("log")
-    ax.set_xlabel("ortho_mu (weight of the ‖δ‖² penalty; smaller = more orthogonal)")
-    ax.set_ylabel("mean normalized test accuracy (%)")
-    ax.legend()
-    ax.set_title("Orthogonalization strength vs what is kept (paper Fig. 3)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,42 +1,85 @@
 """Train one task: a LoRA (r=16 on every attention and MLP linear) and a linear head on mean-pooled
-embeddings, jointly. Cached on disk by (task, seed, steps, sizes): a fixed seed reproduces it."""
+embeddings, jointly. Cached on disk under a key of everything that shapes training (``adapter_key``):
+the training data as loaded and split, every setting, the base model's files, the training code and the
+library versions; a fixed seed reproduces it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import shutil
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from benchmarks.quality.model import TARGET_MODULES, load_base, mean_pool
+from benchmarks.quality import model as model_module
+from benchmarks.quality.keys import data_fingerprint, digest, files_fingerprint, source_fingerprint
+from benchmarks.quality.model import MAX_LENGTH, TARGET_MODULES, load_base, mean_pool, model_dir
 from benchmarks.quality.tasks import TaskData
 
 RANK = 16
 
 
-def train_task(
-    data: TaskData, *, seed: int, steps: int, cache: Path, batch_size: int = 32, lr: float = 1e-3, progress=None
-) -> Path:
-    """Return the folder holding the PEFT adapter and ``head.safetensors``."""
-    folder = cache / f"{data.name}-seed{seed}-steps{steps}-n{len(data.train[0])}"
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every number of the training recipe; all of them go into the adapter's cache key."""
+
+    steps: int = 150
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10  # linear warm-up, then linear decay to 0 at ``steps``
+    rank: int = RANK
+    alpha: int = RANK
+    dropout: float = 0.0
+
+
+def adapter_key(data: TaskData, seed: int, settings: TrainSettings) -> str:
+    """Hash of everything that shapes the adapter: the training split as loaded (so a loader or splitter
+    change counts), the labels, the seed, every setting, the base model's files, the code that trains, and
+    the versions of the libraries it runs on."""
+    return digest(
+        {
+            "task": data.name,
+            "labels": data.labels,
+            "train_data": data_fingerprint(*data.train, data.labels),
+            "seed": seed,
+            "settings": dataclasses.asdict(settings),
+            "target_modules": TARGET_MODULES,
+            "max_length": MAX_LENGTH,
+            "model": files_fingerprint(model_dir()),
+            "code": source_fingerprint(train_task, model_module.load_base, model_module.mean_pool, model_module._pool),
+            "versions": {name: version(name) for name in ("torch", "transformers", "peft", "tokenizers")},
+        }
+    )
+
+
+def train_task(data: TaskData, *, seed: int, settings: TrainSettings, cache: Path, progress=None) -> Path:
+    """Return the folder holding the PEFT adapter and ``head.safetensors``, trained unless cached."""
+    key = adapter_key(data, seed, settings)
+    folder = cache / f"{data.name}-seed{seed}-{key[:16]}"
     if (folder / "head.safetensors").exists():
         return folder
+    steps = settings.steps
     torch.manual_seed(seed)
     tokenizer, base = load_base()
-    config = LoraConfig(r=RANK, lora_alpha=RANK, lora_dropout=0.0, target_modules=TARGET_MODULES)
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=TARGET_MODULES)
     model = get_peft_model(base, config)
     head = torch.nn.Linear(base.config.hidden_size, len(data.labels))
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / steps))
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = max(settings.warmup_steps, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * (1 - step / steps))
     texts, labels = data.train
     order = random.Random(seed)
     model.train()
     for step in range(steps):
-        batch = order.sample(range(len(texts)), min(batch_size, len(texts)))
+        batch = order.sample(range(len(texts)), min(settings.batch_size, len(texts)))
         logits = head(mean_pool(model, tokenizer, [texts[i] for i in batch]))
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor([labels[i] for i in batch]))
         optimizer.zero_grad()
@@ -44,13 +87,16 @@ def train_task(
         optimizer.step()
         schedule.step()
         if progress is not None:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, loss.item())
     tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():  # left by an interrupted run
+        shutil.rmtree(tmp)
     model.save_pretrained(str(tmp))
     save_file(
         {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()}, str(tmp / "head.safetensors")
     )
-    (tmp / "task.json").write_text(json.dumps({"task": data.name, "labels": data.labels, "seed": seed, "steps": steps}))
+    record = {"task": data.name, "labels": data.labels, "seed": seed, "key": key, "settings": dataclasses.asdict(settings)}
+    (tmp / "task.json").write_text(json.dumps(record, indent=1))
     tmp.rename(folder)
     return folder
 

@@ -1,10 +1,19 @@
-"""The quality benchmark's two factor-level tricks, checked on small synthetic adapters."""
+"""The quality benchmark's building blocks, checked on small synthetic adapters and data: its factor-level
+tricks, scaling a λ = 1 merge, the edge flag, row keys, named scalings."""
 
+from types import SimpleNamespace
+from typing import Literal
+
+import pytest
 import torch
 
+from benchmarks.quality import sweep
 from benchmarks.quality.apart import merge_apart
+from benchmarks.quality.configs import ablation_configs, main_configs
+from benchmarks.quality.sweep import accepts_scaling_name, canonical, choose_scaling
 from merge_core.engine import merge_adapters
-from merge_core.registry import get_method
+from merge_core.methods.do_merging import DOMergingParams
+from merge_core.registry import MethodParams, get_method, list_methods
 from support.factories import memory_adapter
 
 SHAPES = {"l0.q": (12, 10), "l0.up": (20, 10)}
@@ -42,3 +51,53 @@ def test_merged_factor_blocks_are_the_adapters_own_updates():
         for name, (B, A) in merged.modules.items():
             module = adapter.modules[name]
             torch.testing.assert_close(B[:, block] @ A[block], module.scale * module.B.double() @ module.A.double())
+
+
+@pytest.mark.parametrize("name", [m.name for m in list_methods()])
+def test_every_method_scales_its_result_by_lambda(name):
+    """What lets the benchmark merge once at λ = 1 and scale: merge(λ) = λ · merge(1), engine truncation included.
+    A method for which this fails must be merged per λ in benchmarks/quality/sweep.py."""
+    ads, method = adapters(), get_method(name)
+    rank = None if method.factored else 6
+    at = {s: merge_adapters(ads, method, method.parse_params({"scaling": s}), rank=rank, dtype=torch.float64) for s in (1.0, 0.3)}
+    for module in SHAPES:
+        torch.testing.assert_close(at[0.3].delta(module), 0.3 * at[1.0].delta(module), rtol=1e-7, atol=1e-10)
+
+
+def test_apart_merges_scale_by_lambda():
+    ads, ties = adapters(), get_method("ties")
+    one, part = (merge_apart(ads, ties, ties.parse_params({"density": 0.5, "scaling": s})) for s in (1.0, 0.3))
+    for module in SHAPES:
+        torch.testing.assert_close(part[module], 0.3 * one[module])
+
+
+def test_chosen_lambda_is_flagged_on_either_edge_of_the_grid():
+    grid = [0.1, 0.3, 1.0]
+    assert choose_scaling({0.1: 0.5, 0.3: 0.7, 1.0: 0.6}, grid) == (0.3, False)
+    assert choose_scaling({0.1: 0.9, 0.3: 0.7, 1.0: 0.6}, grid) == (0.1, True)
+    assert choose_scaling({0.1: 0.5, 0.3: 0.7, 1.0: 0.8}, grid) == (1.0, True)
+    assert choose_scaling({0.1: 0.5, 0.3: 0.8, 1.0: 0.8}, grid) == (0.3, False)  # a tie goes to the smaller λ
+
+
+def test_rows_equal_to_the_main_row_share_its_key():
+    """Ablation rows whose parameters are the defaults compute nothing of their own (same store key)."""
+    main = next(c for c in main_configs(rank=80) if c["name"] == "do_merging")
+    ablations = {c["name"]: c for c in ablation_configs()}
+    same = ["DO ortho=True decouple=True", "DO magnitude_axis=out", f"DO ortho_mu={DOMergingParams().ortho_mu}"]
+    assert all(canonical(ablations[name]) == canonical(main) for name in same)
+    assert canonical(ablations["DO ortho_mu=5.0"]) != canonical(main)
+    ties = next(c for c in main_configs(rank=80) if c["name"] == "ties")
+    assert canonical(ties) != canonical({**ties, "rank": 40}) != canonical({**ties, "apart": True})
+
+
+class _Named(MethodParams):
+    scaling: float | Literal["auto", "1/n"] = 1.0
+
+
+def test_named_scalings_are_read_from_the_method_schema(monkeypatch):
+    """Today's library takes numbers only, so the named rows are skipped; a schema with the names enables them."""
+    assert not accepts_scaling_name("task_arithmetic", "auto")
+    fake = SimpleNamespace(params_model=_Named, parse_params=_Named.model_validate)
+    monkeypatch.setattr(sweep, "get_method", lambda name: fake)
+    assert accepts_scaling_name("task_arithmetic", "auto") and accepts_scaling_name("x", "1/n")
+    assert not accepts_scaling_name("x", "norm_match")

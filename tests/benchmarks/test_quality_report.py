@@ -1,15 +1,18 @@
-"""The quality report from a synthetic results file: every table, the intervals, both charts."""
+"""The quality report from a synthetic results file: every table, the edge flag, the intervals (seeds and
+test examples both), both charts."""
 
 import random
 
+import numpy as np
 import pytest
 
+from benchmarks.quality.aggregate import aggregate_regime, check
 from benchmarks.quality.configs import ablation_configs, apart_configs, main_configs
-from benchmarks.quality.evaluate import accuracies, normalized
 from benchmarks.quality.report import write_report
 from benchmarks.quality.stats import Bootstrap, interval
 
 TASKS = ["t1", "t2"]
+GRID = [0.1, 0.3, 1.0]
 DIAGNOSTICS = {"overlap_A_before_mean": 0.5, "overlap_A_after_mean": 0.1, "overlap_B_before_mean": 0.4}
 DIAGNOSTICS |= {"overlap_B_after_mean": 0.05, "magnitude_spread_mean": 0.3}
 
@@ -18,56 +21,107 @@ def hits(rate: float, rng: random.Random, n: int = 100) -> dict[str, list[int]]:
     return {t: [int(rng.random() < rate) for _ in range(n)] for t in TASKS}
 
 
-def row(config: dict, rate: float, rng: random.Random, individual: dict) -> dict:
-    correct = hits(rate, rng)
-    test = accuracies(correct)
-    test_norm = normalized(test, individual)
-    out = {**config, "scaling": 0.3, "test": test, "test_norm": test_norm, "test_correct": correct}
-    out |= {"test_mean": sum(test.values()) / 2, "test_norm_mean": sum(test_norm.values()) / 2, "diagnostics": DIAGNOSTICS}
+def unit(config: dict, rate: float, rng: random.Random, scaling: float) -> dict:
+    sweep = {"val_curve": [[s, 0.5] for s in GRID], "scaling": scaling, "edge": scaling in (GRID[0], GRID[-1])}
+    out = {"sweep": sweep | {"val_norm_mean": 0.5, "test_correct": hits(rate, rng), "diagnostics": DIAGNOSTICS}}
+    if config["table"] == "main":
+        out["at"] = {"λ=1": {"scaling": 1.0, "test_correct": hits(rate - 0.1, rng)}}
+        if config["method"] == "do_merging":
+            out["at"]["auto"] = {"scaling": "auto", "test_correct": hits(rate, rng)}
     if config["table"] == "mu":
-        out["orthogonalized_individual"] = {"test_norm_mean": 0.9}
+        out["alone"] = {"test": {t: 0.85 for t in TASKS}}
     return out
+
+
+class Rep:
+    def __init__(self, k: int) -> None:
+        self.seeds = {t: k for t in TASKS}
 
 
 @pytest.fixture
 def results():
     rng = random.Random(0)
-    individual_correct = hits(0.9, rng)
-    individual = accuracies(individual_correct)
     configs = main_configs(rank=32) + ablation_configs() + apart_configs()
-    regime = {
-        "base": {"test": {t: 0.5 for t in TASKS}},
-        "individual": {"test": individual},
-        "individual_test_correct": individual_correct,
-        "configs": [row(c, 0.3 if c["name"] == "task_arithmetic" else 0.7, rng, individual) for c in configs],
-    }
-    return {"tasks": TASKS, "scalings": [0.1, 0.3], "steps": 1, "n_train": 1, "n_eval": 100, "machine": "test"} | {
+    units = []
+    for k in range(3):
+        individual = hits(0.9, rng)
+        refs = {
+            "base": {"val": {t: 0.5 for t in TASKS}, "test": {t: 0.5 for t in TASKS}},
+            "individual": {"val": {t: 0.9 for t in TASKS}, "test": {t: sum(h) / len(h) for t, h in individual.items()}},
+            "individual_test_correct": individual,
+        }
+        # TIES lands on the grid's lower edge in one replicate only; every other row on 0.3
+        rows = {
+            c["name"]: unit(c, 0.3 if c["name"] == "task_arithmetic" else 0.7, rng, 0.1 if (c["name"], k) == ("ties", 1) else 0.3)
+            for c in configs
+        }
+        units.append({"references": refs, "rows": rows})
+    regime = aggregate_regime([Rep(k) for k in range(3)], units, configs)
+    return {
+        "tasks": TASKS,
+        "grid": GRID,
+        "n_seeds": 3,
+        "training": {"steps": 1, "batch_size": 32, "lr": 1e-3, "rank": 16},
+        "n_train": 1,
+        "n_eval": 100,
+        "machine": "test",
         "seconds": 60.0,
         "regimes": {"same": regime},
     }
 
 
 def test_report_has_every_table_and_chart(results, tmp_path):
+    check(results)
     write_report(results, command="python -m benchmarks.quality --test", docs=tmp_path)
     text = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("Every method", "Table 7", "Table 8", "Fig. 3", "Tables 10-12", "diagnostics"):
+    for heading in ("Every method", "Table 7", "Table 8", "Fig. 3", "Tables 10-12", "diagnostics", "named scaling"):
         assert heading in text, heading
-    assert "{0.1, 0.3}" in text and "python -m benchmarks.quality --test" in text
+    assert "{0.1, 0.3, 1}" in text and "python -m benchmarks.quality --test" in text and "crossed paired bootstrap" in text
     assert (tmp_path / "quality_normalized.png").stat().st_size > 1000
     assert (tmp_path / "quality_ortho_mu.png").stat().st_size > 1000
     # TA at 30% against 70% for the others: every other row's difference interval lies well above 0.
     ties_line = next(line for line in text.splitlines() if line.startswith("| ties |"))
     low = float(ties_line.rstrip(" |").rsplit("[", 1)[1].split(",")[0])
     assert low > 20
+    # the edge flag: on the TIES row (one seed chose 0.1), on no row that chose 0.3 everywhere, explained once
+    assert "| ties | 0.3 / 0.1 / 0.3 † |" in text
+    assert "| dare_ties | 0.3 / 0.3 / 0.3 |" in text
+    assert text.count("† λ chosen on an edge of the grid (0.1 or 1)") == 1
+    # λ = 1 for every main row, "auto" only where the method took it
+    section = text.split("### λ = 1, named scaling rules", 1)[1].split("###", 1)[0].splitlines()
+    assert any(line.startswith("| configuration | at chosen λ | at λ=1 | at auto |") for line in section)
+    do_line = next(line for line in section if line.startswith("| do_merging |"))
+    ta_line = next(line for line in section if line.startswith("| task_arithmetic |"))
+    assert do_line.count("[") == 3 and ta_line.count("[") == 2 and ta_line.rstrip(" |").endswith("–")
+
+
+def test_check_refuses_an_edge_flag_that_disagrees_with_the_grid(results):
+    row = results["regimes"]["same"]["configs"][0]
+    row["per_seed"][0]["edge"] = not row["per_seed"][0]["edge"]
+    with pytest.raises(AssertionError):
+        check(results)
 
 
 def test_bootstrap_interval_covers_the_point_estimate_and_shrinks_with_agreement():
     rng = random.Random(1)
-    individual = hits(0.9, rng, n=200)
+    individual = [hits(0.9, rng, n=200)]
     boot = Bootstrap(individual, resamples=500)
-    merged = hits(0.6, rng, n=200)
-    point = sum(normalized(accuracies(merged), accuracies(individual)).values()) / 2
+    merged = [hits(0.6, rng, n=200)]
+    point = np.mean([np.mean(merged[0][t]) / np.mean(individual[0][t]) for t in TASKS])
     low, high = interval(boot.norm_mean(merged))
     assert low < point < high and high - low < 0.2
     same_low, same_high = interval(boot.norm_mean(merged) - boot.norm_mean(merged))
     assert same_low == same_high == 0.0
+
+
+def test_bootstrap_interval_widens_with_seed_disagreement():
+    """Three replicates scored on the same examples: where they disagree, the interval holds that spread."""
+    rng = random.Random(2)
+    individual = [hits(0.9, rng, n=200) for _ in range(3)]
+    boot = Bootstrap(individual, resamples=1000)
+    agree = [hits(0.6, random.Random(3), n=200)] * 3
+    disagree = [hits(rate, random.Random(3), n=200) for rate in (0.45, 0.6, 0.75)]
+    width = {name: np.subtract(*interval(boot.norm_mean(c))[::-1]) for name, c in (("agree", agree), ("disagree", disagree))}
+    assert width["disagree"] > 1.5 * width["agree"]
+    with pytest.raises(ValueError, match="replicates"):
+        boot.norm_mean(agree[:2])

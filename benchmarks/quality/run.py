@@ -1,0 +1,101 @@
+"""A regime's replicates and the units of work done on each, every unit through the store (resumable)."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+from tqdm import tqdm
+
+from benchmarks.quality.configs import (
+    NAMED_SCALINGS,
+    ablation_configs,
+    apart_configs,
+    combination_configs,
+    main_configs,
+    smoke_extras,
+)
+from benchmarks.quality.keys import digest
+from benchmarks.quality.store import Store
+from benchmarks.quality.sweep import (
+    Replicate,
+    SharedEvaluator,
+    accepts_scaling_name,
+    at_scaling,
+    canonical,
+    orthogonalized_alone,
+    references,
+    sweep,
+)
+from benchmarks.quality.tasks import TaskData
+from benchmarks.quality.train import TrainSettings
+
+
+def configs_for(regime: str, *, rank: int, smoke: bool) -> list[dict]:
+    configs = main_configs(rank=rank)
+    if smoke:
+        return configs + smoke_extras()
+    if regime == "same":
+        configs += ablation_configs() + combination_configs(rank=rank) + apart_configs()
+    return configs
+
+
+def replicate_seeds(regime: str, k: int, tasks: list[TaskData], first: int) -> dict[str, int]:
+    if regime == "same":
+        return {t.name: first + k for t in tasks}
+    return {t.name: first + 1 + i + k * len(tasks) for i, t in enumerate(tasks)}
+
+
+def scalings_at(config: dict) -> list[float | str]:
+    """Besides the chosen λ, a main-table row is tested at λ = 1 and at every named rule its method takes."""
+    if config["table"] != "main":
+        return []
+    named = [] if config.get("apart") else [n for n in NAMED_SCALINGS if accepts_scaling_name(config["method"], n)]
+    return [1.0, *named]
+
+
+def scaling_label(value: float | str) -> str:
+    return f"λ={value:g}" if isinstance(value, float) else value
+
+
+def run_regime(
+    regime: str,
+    tasks: list[TaskData],
+    configs: list[dict],
+    grid: list[float],
+    *,
+    args,
+    settings: TrainSettings,
+    store: Store,
+    shared: SharedEvaluator,
+) -> tuple[list[Replicate], list[dict]]:
+    """Per replicate: its reference scores and, per configuration (by name), its units."""
+    replicates, units = [], []
+    for k in range(args.n_seeds):
+        seeds = replicate_seeds(regime, k, tasks, args.seed)
+        rep = Replicate(regime, k, tasks, seeds, settings, args.cache, shared)
+        rep_key = rep.key()
+        tag = f"{regime}{k}"
+        refs = store.unit(digest(["references", rep_key]), partial(references, rep), label=f"{tag}-references")
+        rows = {}
+        for config in tqdm(configs, desc=f"merge+evaluate ({regime} seeds, replicate {k + 1}/{args.n_seeds})", file=sys.stderr):
+            base = {"config": canonical(config), "replicate": rep_key}
+            label = f"{tag}-{config['name']}"
+            compute = partial(sweep, rep, config, grid, refs["individual"]["val"])
+            unit = {"sweep": store.unit(digest({**base, "part": "sweep", "grid": grid}), compute, label=label)}
+            at = {}
+            for value in scalings_at(config):
+                key = digest({**base, "part": "at", "scaling": value})
+                at[scaling_label(value)] = store.unit(
+                    key, partial(at_scaling, rep, config, value), label=f"{label} at {scaling_label(value)}"
+                )
+            if at:
+                unit["at"] = at
+            if config["table"] == "mu":
+                key = digest({**base, "part": "alone"})
+                unit["alone"] = store.unit(key, partial(orthogonalized_alone, rep, config), label=f"{label}-alone")
+            rows[config["name"]] = unit
+        rep.release()
+        replicates.append(rep)
+        units.append({"references": refs, "rows": rows})
+    return replicates, units
