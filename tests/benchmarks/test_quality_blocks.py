@@ -95,8 +95,10 @@ class _Named(MethodParams):
 
 
 def test_named_scalings_are_read_from_the_method_schema(monkeypatch):
-    """Today's library takes numbers only, so the named rows are skipped; a schema with the names enables them."""
-    assert not accepts_scaling_name("task_arithmetic", "auto")
+    """The library's schema says which names a method takes (all four since `scaling: "auto"` landed); a
+    schema with fewer names enables only those."""
+    assert all(accepts_scaling_name("task_arithmetic", name) for name in ("auto", "1/n", "1/sqrt(n)", "norm_match"))
+    assert not accepts_scaling_name("task_arithmetic", "half")
     fake = SimpleNamespace(params_model=_Named, parse_params=_Named.model_validate)
     monkeypatch.setattr(sweep, "get_method", lambda name: fake)
     assert accepts_scaling_name("task_arithmetic", "auto") and accepts_scaling_name("x", "1/n")
