@@ -39,7 +39,9 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
         assert [p[0] for p in row["per_seed"][0]["val_curve"]] == grid
         assert ("at" in row) == (row["table"] == "main"), row["name"]
     # λ = 1 is a row of its own for every main method; no named rule passes today's schema
-    assert set(rows["tsv"]["at"]) == {"λ=1", "auto", "1/n", "1/sqrt(n)", "norm_match"} and all(0 <= v <= 1 for v in rows["tsv"]["at"]["λ=1"]["test"].values())
+    assert set(rows["tsv"]["at"]) == {"λ=1", "auto", "1/n", "1/sqrt(n)", "norm_match"} and all(
+        0 <= v <= 1 for v in rows["tsv"]["at"]["λ=1"]["test"].values()
+    )
     # rows equal to the main DO-Merging row (both switches on; μ at its default) were computed once
     for name in ("DO ortho=True decouple=True", "DO ortho_mu=0.01"):
         assert rows[name]["per_seed"] == rows["do_merging"]["per_seed"], name
