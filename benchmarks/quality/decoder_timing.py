@@ -38,15 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapters", type=int, default=15, help="adapters to train, for the estimate")
     parser.add_argument("--evaluations", type=int, default=200, help="validation evaluations, for the estimate")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--float32", action="store_true", help="evaluate in plain float32 (no bfloat16 autocast)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tasks = [load_task(name, n_train=2000, n_val=args.n_eval, n_test=args.n_eval) for name in TASKS]
     started = time.monotonic()
-    evaluator = Evaluator(tasks, {}, device=args.device, max_length=args.max_length)
+    amp = None if args.float32 else "auto"
+    evaluator = Evaluator(tasks, {}, device=args.device, amp_dtype=amp, max_length=args.max_length)
     setup = time.monotonic() - started
     deltas = {name: 1e-3 * torch.randn_like(weight) for name, weight in evaluator.base.items()}
     tokens = sum(ids.numel() for t in tasks for ids, _ in evaluator.inputs[t.name, "val"][0])
     evaluation = _median(lambda: evaluator.accuracy(deltas, "val"), 2)
+    evaluator_device, evaluator_amp = evaluator.device, evaluator.amp_dtype
     evaluator = None  # frees its model before training loads another
     steps = []
     with tempfile.TemporaryDirectory() as cache:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "threads": args.threads,
-        "device": str(args.device or ("cuda" if torch.cuda.is_available() else "cpu")),
+        "device": str(evaluator_device),
+        "amp_dtype": str(evaluator_amp),
         "n_eval": args.n_eval,
         "max_length": args.max_length,
         "val_tokens_padded": tokens,
