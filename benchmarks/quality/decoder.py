@@ -9,7 +9,6 @@ heads, so a merged model is scored as it is (the paper's decoder protocol).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -32,6 +31,7 @@ from benchmarks.quality.decoder_model import (
     prompt_for,
 )
 from benchmarks.quality.evaluate import accuracies
+from benchmarks.quality.keys import digest
 from benchmarks.quality.tasks import TaskData
 
 RANK = 16
@@ -61,10 +61,8 @@ def train_task(
     device = torch.device(device or default_device())
     prompt = prompt_for(data.name, data.labels)
     texts, labels = data.train
-    key = json.dumps(
-        [GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr, texts, labels]
-    )
-    folder = cache / f"decoder-{data.name}-seed{seed}-steps{steps}-n{len(texts)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    key = digest([GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr, texts, labels])
+    folder = cache / f"decoder-{data.name}-seed{seed}-steps{steps}-n{len(texts)}-{key[:12]}"
     if (folder / "task.json").exists():
         return folder
     torch.manual_seed(seed)
