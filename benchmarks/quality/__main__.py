@@ -57,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-seeds", type=int, default=3, help="seed replicates per regime (intervals include their spread)")
     p.add_argument("--seed", type=int, default=0, help="first training seed (see Regimes above)")
     p.add_argument(
+        "--all-rows-on",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every row on the first N replicates of a regime, only the key rows (main table, DO-Merging around "
+        "TSV-M) on the others; the report marks rows on fewer replicates (default: every row on every replicate)",
+    )
+    p.add_argument(
         "--grid",
         type=float,
         nargs="+",
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.n_seeds < 1 or args.steps < 1 or not args.grid or min(args.grid) <= 0:
         cli.error("--n-seeds and --steps must be at least 1, and --grid positive values")
+    if args.all_rows_on is not None and args.all_rows_on < 1:
+        cli.error("--all-rows-on must be at least 1 (the extra tables need one replicate)")
     if args.smoke:
         args.steps, args.n_train, args.n_eval, args.seeds = min(args.steps, 12), 96, 32, "same"
         args.n_seeds = min(args.n_seeds, 2)
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": args.n_train,
         "n_eval": args.n_eval,
         "n_seeds": args.n_seeds,
+        "all_rows_on": args.all_rows_on,
         "regimes": {},
     }
     for regime in regimes:

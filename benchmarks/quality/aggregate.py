@@ -54,15 +54,22 @@ def aggregate_row(config: dict, units: list[dict], individual_test: list[dict]) 
 
 
 def aggregate_regime(replicates, units: list[dict], configs: list[dict]) -> dict:
+    """Each row over the replicates that computed it (``replicates``: their indices; all of them unless
+    ``--all-rows-on`` limited the row), normalized by those replicates' own adapters."""
     refs = [u["references"] for u in units]
     individual_test = [r["individual"]["test"] for r in refs]
+    rows = []
+    for config in configs:
+        present = [i for i, u in enumerate(units) if config["name"] in u["rows"]]
+        row = aggregate_row(config, [units[i]["rows"][config["name"]] for i in present], [individual_test[i] for i in present])
+        rows.append(row | {"replicates": present})
     return {
         "seeds": [rep.seeds for rep in replicates],
         "base": {split: mean_dict([r["base"][split] for r in refs]) for split in ("val", "test")},
         "individual": {split: mean_dict([r["individual"][split] for r in refs]) for split in ("val", "test")},
         "individual_per_seed": [r["individual"] for r in refs],
         "individual_test_correct": [r["individual_test_correct"] for r in refs],
-        "configs": [aggregate_row(c, [u["rows"][c["name"]] for u in units], individual_test) for c in configs],
+        "configs": rows,
     }
 
 

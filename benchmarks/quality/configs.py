@@ -71,6 +71,14 @@ def combination_configs(*, rank: int) -> list[dict]:
     return rows
 
 
+def key_row(config: dict) -> bool:
+    """Issue 17's key rows, run on every replicate even when ``--all-rows-on`` limits the rest: every method
+    of the main table (with its named scaling rules) and DO-Merging's components around TSV-M."""
+    if config["table"] == "main":
+        return True
+    return config["table"] == "combinations" and config["params"].get("merge") == "tsv"
+
+
 def apart_configs() -> list[dict]:
     """Paper Tables 10-12: the same methods with A and B merged apart (their product rows are in "main").
 

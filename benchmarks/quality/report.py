@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import fmean
+
+import numpy as np
 
 from benchmarks.quality.charts import chart, mu_chart
-from benchmarks.quality.stats import RESAMPLES, Bootstrap, interval
+from benchmarks.quality.stats import RESAMPLES, ReplicateBootstraps, interval
 
 DOCS = Path("docs")
 DIAGNOSTICS = (
@@ -16,6 +19,7 @@ DIAGNOSTICS = (
     "magnitude_spread_mean",
 )
 EDGE = "†"
+PARTIAL = "‡"
 HEADINGS = {
     "main": "Every method",
     "switches": "DO-Merging ablation: the two switches (paper Table 7)",
@@ -36,8 +40,48 @@ def _ci(low: float, high: float, *, signed: bool = False) -> str:
 
 
 def _lam(row: dict) -> str:
-    """The λ chosen per seed replicate, flagged when any sits on an edge of the grid."""
-    return " / ".join(f"{s:g}" for s in row["scaling"]) + (f" {EDGE}" if row["edge"] else "")
+    """The λ chosen per seed replicate, flagged when any sits on an edge of the grid, and when the row was
+    computed on fewer replicates than the regime has."""
+    flags = (f" {EDGE}" if row["edge"] else "") + (f" {PARTIAL}" if row.get("partial") else "")
+    return " / ".join(f"{s:g}" for s in row["scaling"]) + flags
+
+
+def _replicates(row: dict) -> list[int]:
+    """The replicates a row was computed on (results files from before ``--all-rows-on``: all of them)."""
+    return row.get("replicates") or list(range(len(row["test_correct"])))
+
+
+class Scores:
+    """Bootstrap samples of a row's mean normalized accuracy on a set of replicates (default: its own),
+    so that two rows are always compared on the replicates both were computed on."""
+
+    def __init__(self, individual_test_correct: list) -> None:
+        self.boots = ReplicateBootstraps(individual_test_correct)
+
+    def of(self, row: dict, correct: list | None = None, on: list[int] | None = None) -> np.ndarray:
+        """``correct``: per-replicate hits aligned with the row's replicates (default: at its chosen λ)."""
+        own, correct = _replicates(row), row["test_correct"] if correct is None else correct
+        on = own if on is None else on
+        return self.boots.on(on).norm_mean([correct[own.index(i)] for i in on])
+
+    @staticmethod
+    def mean(row: dict, on: list[int]) -> float:
+        """The row's mean normalized test accuracy over the replicates ``on``."""
+        own = _replicates(row)
+        return fmean(row["per_seed"][own.index(i)]["test_norm_mean"] for i in on)
+
+
+def _partial_note(rows: list[dict], seeds: list[dict]) -> list[str]:
+    partial = [r for r in rows if r.get("partial")]
+    if not partial:
+        return []
+    which = sorted({tuple(_replicates(r)) for r in partial})
+    names = " or ".join("/".join(str(i + 1) for i in w) for w in which)
+    return [
+        "",
+        f"{PARTIAL} computed on seed replicate {names} of {len(seeds)} only (`--all-rows-on`): its mean, interval and "
+        "difference to Task Arithmetic are over those replicates, Task Arithmetic's too.",
+    ]
 
 
 def _edge_note(rows: list[dict], grid: list[float]) -> list[str]:
@@ -50,16 +94,16 @@ def _edge_note(rows: list[dict], grid: list[float]) -> list[str]:
     ]
 
 
-def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict, grid: list[float]) -> list[str]:
+def _table(rows: list[dict], tasks: list[str], scores: Scores, reference: dict, grid: list[float]) -> list[str]:
     lines = [
         "| configuration | λ (per seed) | " + " | ".join(tasks) + " | mean acc | **mean normalized** | 95% CI | "
         "− task_arithmetic, 95% CI |",
         "|---" * (len(tasks) + 6) + "|",
     ]
-    ref = boot.norm_mean(reference["test_correct"])
     for row in sorted(rows, key=lambda r: -r["test_norm_mean"]):
         cells = [f"{_pct(row['test'][t])} ({_pct(row['test_norm'][t])})" for t in tasks]
-        samples = boot.norm_mean(row["test_correct"])
+        samples = scores.of(row)
+        ref = scores.of(reference, on=_replicates(row))
         diff = "–" if row is reference else _ci(*interval(samples - ref), signed=True)
         lines.append(
             f"| {row['name']} | {_lam(row)} | "
@@ -69,7 +113,7 @@ def _table(rows: list[dict], tasks: list[str], boot: Bootstrap, reference: dict,
     return lines + _edge_note(rows, grid)
 
 
-def _scaling_table(rows: list[dict], boot: Bootstrap) -> list[str]:
+def _scaling_table(rows: list[dict], scores: Scores) -> list[str]:
     """Issue 17: per method, test at λ = 1, at each named rule the method takes, and at the chosen λ."""
     labels = []
     for row in rows:
@@ -86,9 +130,9 @@ def _scaling_table(rows: list[dict], boot: Bootstrap) -> list[str]:
         for label in labels:
             at = row.get("at", {}).get(label)
             cells.append(
-                "–" if at is None else f"{_pct(at['test_norm_mean'])} {_ci(*interval(boot.norm_mean(at['test_correct'])))}"
+                "–" if at is None else f"{_pct(at['test_norm_mean'])} {_ci(*interval(scores.of(row, at['test_correct'])))}"
             )
-        chosen = f"{_pct(row['test_norm_mean'])} {_ci(*interval(boot.norm_mean(row['test_correct'])))} (λ {_lam(row)})"
+        chosen = f"{_pct(row['test_norm_mean'])} {_ci(*interval(scores.of(row)))} (λ {_lam(row)})"
         lines.append(f"| {row['name']} | {chosen} | " + " | ".join(cells) + " |")
     return lines
 
@@ -113,7 +157,7 @@ def _mu_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _apart_table(apart: list[dict], main: list[dict], boot: Bootstrap) -> list[str]:
+def _apart_table(apart: list[dict], main: list[dict], scores: Scores) -> list[str]:
     on_product = {row["method"]: row for row in main}
     lines = [
         "Mean normalized test accuracy of each method with A and B merged apart against the same method on the "
@@ -123,12 +167,12 @@ def _apart_table(apart: list[dict], main: list[dict], boot: Bootstrap) -> list[s
         "|---|---|---|---|---|",
     ]
     for row in apart:
-        product = on_product[row["method"]]
-        gap = boot.norm_mean(product["test_correct"]) - boot.norm_mean(row["test_correct"])
+        product, on = on_product[row["method"]], _replicates(row)
+        gap = scores.of(product, on=on) - scores.of(row)
         lines.append(
             f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {_lam(row)}) | "
-            f"{_pct(product['test_norm_mean'])} (λ {_lam(product)}) | "
-            f"{100 * (product['test_norm_mean'] - row['test_norm_mean']):+.1f} | {_ci(*interval(gap), signed=True)} |"
+            f"{_pct(Scores.mean(product, on))} (λ {_lam(product)}) | "
+            f"{100 * (Scores.mean(product, on) - row['test_norm_mean']):+.1f} | {_ci(*interval(gap), signed=True)} |"
         )
     return lines
 
@@ -181,18 +225,20 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
             )
         by_table: dict[str, list[dict]] = {}
         for row in data["configs"]:
+            row["partial"] = len(_replicates(row)) < len(data["seeds"])
             by_table.setdefault(row["table"], []).append(row)
-        boot = Bootstrap(data["individual_test_correct"])
+        scores = Scores(data["individual_test_correct"])
         reference = next(r for r in by_table["main"] if r["method"] == "task_arithmetic")
         for key, heading in HEADINGS.items():
             if key in by_table:
-                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks, boot, reference, grid)
+                out += ["", f"### {heading}", ""] + _table(by_table[key], tasks, scores, reference, grid)
+                out += _partial_note(by_table[key], data["seeds"])
             if key == "main" and any("at" in r for r in by_table["main"]):
-                out += ["", "### λ = 1, named scaling rules and the chosen λ", "", *_scaling_table(by_table["main"], boot)]
+                out += ["", "### λ = 1, named scaling rules and the chosen λ", "", *_scaling_table(by_table["main"], scores)]
         if "mu" in by_table:
             out += ["", *_mu_table(by_table["mu"])]
         if "apart" in by_table:
-            out += ["", *_apart_table(by_table["apart"], by_table["main"], boot)]
+            out += ["", *_apart_table(by_table["apart"], by_table["main"], scores)]
         out += ["", "### Data-free diagnostics next to the accuracy they predict", ""]
         out += ["| configuration | mean normalized | " + " | ".join(DIAGNOSTICS) + " |", "|---" * (len(DIAGNOSTICS) + 2) + "|"]
         for row in sorted(data["configs"], key=lambda r: -r["test_norm_mean"]):

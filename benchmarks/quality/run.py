@@ -12,6 +12,7 @@ from benchmarks.quality.configs import (
     ablation_configs,
     apart_configs,
     combination_configs,
+    key_row,
     main_configs,
     smoke_extras,
 )
@@ -38,6 +39,14 @@ def configs_for(regime: str, *, rank: int, smoke: bool) -> list[dict]:
     if regime == "same":
         configs += ablation_configs() + combination_configs(rank=rank) + apart_configs()
     return configs
+
+
+def rows_on(configs: list[dict], k: int, all_rows_on: int | None) -> list[dict]:
+    """The rows replicate ``k`` computes: all of them on the first ``all_rows_on`` replicates (all when
+    None), the key rows (configs.key_row) on the others; the report pairs each row with the same replicates."""
+    if all_rows_on is None or k < all_rows_on:
+        return configs
+    return [c for c in configs if key_row(c)]
 
 
 def replicate_seeds(regime: str, k: int, tasks: list[TaskData], first: int) -> dict[str, int]:
@@ -69,7 +78,7 @@ def run_regime(
     store: Store,
     shared: SharedEvaluator,
 ) -> tuple[list[Replicate], list[dict]]:
-    """Per replicate: its reference scores and, per configuration (by name), its units."""
+    """Per replicate: its reference scores and, per configuration it computes (by name), its units."""
     replicates, units = [], []
     for k in range(args.n_seeds):
         seeds = replicate_seeds(regime, k, tasks, args.seed)
@@ -78,7 +87,11 @@ def run_regime(
         tag = f"{regime}{k}"
         refs = store.unit(digest(["references", rep_key]), partial(references, rep), label=f"{tag}-references")
         rows = {}
-        for config in tqdm(configs, desc=f"merge+evaluate ({regime} seeds, replicate {k + 1}/{args.n_seeds})", file=sys.stderr):
+        for config in tqdm(
+            rows_on(configs, k, args.all_rows_on),
+            desc=f"merge+evaluate ({regime} seeds, replicate {k + 1}/{args.n_seeds})",
+            file=sys.stderr,
+        ):
             base = {"config": canonical(config), "replicate": rep_key}
             label = f"{tag}-{config['name']}"
             compute = partial(sweep, rep, config, grid, refs["individual"]["val"])

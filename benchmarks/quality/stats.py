@@ -57,3 +57,18 @@ class Bootstrap:
 def interval(samples: np.ndarray) -> tuple[float, float]:
     low, high = np.percentile(samples, [2.5, 97.5])
     return float(low), float(high)
+
+
+class ReplicateBootstraps:
+    """A Bootstrap per subset of replicates, built on first use: a row computed on fewer replicates
+    (``--all-rows-on``) is scored, and compared with other rows, on its own replicates only."""
+
+    def __init__(self, individual_correct: list[Correct]) -> None:
+        self.individual_correct = individual_correct
+        self._boots: dict[tuple[int, ...], Bootstrap] = {}
+
+    def on(self, replicates: list[int]) -> Bootstrap:
+        key = tuple(replicates)
+        if key not in self._boots:
+            self._boots[key] = Bootstrap([self.individual_correct[i] for i in key])
+        return self._boots[key]

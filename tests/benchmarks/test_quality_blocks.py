@@ -10,6 +10,7 @@ import torch
 from benchmarks.quality import sweep
 from benchmarks.quality.apart import merge_apart
 from benchmarks.quality.configs import ablation_configs, main_configs
+from benchmarks.quality.run import configs_for, rows_on
 from benchmarks.quality.sweep import accepts_scaling_name, canonical, choose_scaling
 from merge_core.engine import merge_adapters
 from merge_core.methods.do_merging import DOMergingParams
@@ -103,3 +104,14 @@ def test_named_scalings_are_read_from_the_method_schema(monkeypatch):
     monkeypatch.setattr(sweep, "get_method", lambda name: fake)
     assert accepts_scaling_name("task_arithmetic", "auto") and accepts_scaling_name("x", "1/n")
     assert not accepts_scaling_name("x", "norm_match")
+
+
+def test_later_replicates_compute_only_the_key_rows():
+    configs = configs_for("same", rank=80, smoke=False)
+    assert rows_on(configs, 0, 1) == configs and rows_on(configs, 2, None) == configs
+    later = {c["name"] for c in rows_on(configs, 1, 1)}
+    assert later == {c["name"] for c in configs if c["table"] == "main"} | {
+        "DO(tsv) both",
+        "DO(tsv) ortho only",
+        "DO(tsv) decouple only",
+    }

@@ -125,3 +125,40 @@ def test_bootstrap_interval_widens_with_seed_disagreement():
     assert width["disagree"] > 1.5 * width["agree"]
     with pytest.raises(ValueError, match="replicates"):
         boot.norm_mean(agree[:2])
+
+
+def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, tmp_path):
+    """``--all-rows-on 1``: the ablation and apart rows exist on replicate 1 only. Their λ column has one value
+    and the mark, and their difference to TA is TA on that replicate alone, not TA's three-seed mean."""
+    regime = results["regimes"]["same"]
+    units = []
+    for k in range(3):
+        rows = {}
+        for row in regime["configs"]:
+            if k == 0 or row["table"] == "main":
+                sweep = {**row["per_seed"][k], "test_correct": row["test_correct"][k], "diagnostics": DIAGNOSTICS}
+                rows[row["name"]] = {"sweep": sweep} | ({"at": {}} if row["table"] == "main" else {})
+                if row["table"] == "mu":
+                    rows[row["name"]]["alone"] = {"test": {t: 0.85 for t in TASKS}}
+        individual = regime["individual_test_correct"][k]
+        refs = {"base": regime["base"], "individual": regime["individual_per_seed"][k], "individual_test_correct": individual}
+        units.append({"references": refs, "rows": rows})
+    configs = [
+        {k: v for k, v in row.items() if k in ("name", "method", "params", "table", "apart", "rank")} for row in regime["configs"]
+    ]
+    results["regimes"]["same"] = partial = aggregate_regime([Rep(k) for k in range(3)], units, configs)
+    rows = {row["name"]: row for row in partial["configs"]}
+    assert rows["ties"]["replicates"] == [0, 1, 2] and rows["DO magnitude_axis=in"]["replicates"] == [0]
+    check(results)
+    write_report(results, command="python -m benchmarks.quality --all-rows-on 1", docs=tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    axis_line = next(line for line in text.splitlines() if line.startswith("| DO magnitude_axis=in |"))
+    assert "| 0.3 ‡ |" in axis_line and "‡" not in next(line for line in text.splitlines() if line.startswith("| ties |"))
+    assert text.count("‡ computed on seed replicate 1 of 3 only") == 4  # under each extra table: switches, axis, mu, apart
+    boot = Bootstrap([partial["individual_test_correct"][0]])
+    expected = interval(
+        boot.norm_mean([rows["DO magnitude_axis=in"]["test_correct"][0]])
+        - boot.norm_mean([rows["task_arithmetic"]["test_correct"][0]])
+    )
+    low, high = (float(v) for v in axis_line.rstrip(" |").rsplit("[", 1)[1].rstrip("]").split(","))
+    assert (low, high) == (round(100 * expected[0], 1), round(100 * expected[1], 1))
