@@ -178,7 +178,13 @@ def _apart_table(apart: list[dict], main: list[dict], scores: Scores) -> list[st
 
 
 def header(results: dict, command: str) -> list[str]:
-    grid, seeds = results["grid"], results["n_seeds"]
+    grid = results["grid"]
+    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
+    seeds = (
+        str(next(iter(counts.values())))
+        if len(set(counts.values())) == 1
+        else " / ".join(f"{n} ({regime})" for regime, n in counts.items())
+    )
     t = results["training"]
     minutes = results.get("compute_seconds", results["seconds"]) / 60
     return [
@@ -195,7 +201,7 @@ def header(results: dict, command: str) -> list[str]:
         "result) and is scored on the validation split (mean normalized accuracy); the test numbers are at the λ chosen "
         f"for that replicate. The *λ* column lists the choice per seed; {EDGE} marks a row where one sits on an edge of "
         "the grid. Cells: test accuracy % (normalized % = merged / the task's own adapter of the same seed, paper Eq. 39), "
-        f"means over the {seeds} seed replicates. *95% CI*: crossed paired bootstrap ({RESAMPLES:,} resamples): each "
+        f"means over the regime's seed replicates. *95% CI*: crossed paired bootstrap ({RESAMPLES:,} resamples): each "
         "resample draws the seed replicates with replacement and, independently, each task's test examples with "
         "replacement (the same examples for every replicate, which all saw the same test set), scores each drawn "
         "replicate against its own adapters on the drawn examples, and averages; the draws are shared by every row, so "
