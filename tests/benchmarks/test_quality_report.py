@@ -76,7 +76,12 @@ def test_report_has_every_table_and_chart(results, tmp_path):
     text = (tmp_path / "benchmarks.md").read_text()
     for heading in ("Every method", "Table 7", "Table 8", "Fig. 3", "Tables 10-12", "diagnostics", "named scaling"):
         assert heading in text, heading
-    assert "{0.1, 0.3, 1}" in text and "python -m benchmarks.quality --test" in text and "crossed paired bootstrap" in text
+    assert (
+        "{0.1, 0.3, 1}" in text
+        and "python -m benchmarks.quality --test" in text
+        and "crossed paired bootstrap (2,000 resamples)" in text
+    )
+    assert "3 training seeds per regime" in text
     assert (tmp_path / "quality_normalized.png").stat().st_size > 1000
     assert (tmp_path / "quality_ortho_mu.png").stat().st_size > 1000
     # TA at 30% against 70% for the others: every other row's difference interval lies well above 0.
