@@ -10,6 +10,9 @@ its content. Writes benchmarks/results/quality.json, docs/benchmarks.md and docs
 
 Regimes: "same" trains every task of replicate k from seed SEED+k (as public adapters usually are);
 "distinct" trains task i of replicate k from seed SEED+1+i+k·(number of tasks).
+
+--init osrm / both: every main-table method also on adapters trained from their OSRM initialisation
+(benchmarks/quality/osrm_init.py), the default replicates' seeds and examples; "both" pairs the two inits.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch  # noqa: E402
 
 from benchmarks.quality.aggregate import aggregate_regime, check  # noqa: E402
 from benchmarks.quality.configs import NAMED_SCALINGS, SCALING_GRID  # noqa: E402
+from benchmarks.quality.osrm_init import run_osrm  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
 from benchmarks.quality.run import configs_for, run_regime  # noqa: E402
 from benchmarks.quality.store import Store  # noqa: E402
@@ -81,6 +85,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=Path("benchmarks/results/quality-adapters"), help="trained adapters")
     p.add_argument("--runs", type=Path, default=Path("benchmarks/results/quality-runs"), help="finished units (resume)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"), help="results JSON")
+    p.add_argument(
+        "--init",
+        choices=["default", "osrm", "both"],
+        default="default",
+        help="LoRA init: PEFT's default; OSRM (paper 003: A_t from the other tasks' training samples, B = 0), every "
+        "main-table method on those adapters; both: the two on the same replicates, paired (docs: both)",
+    )
     p.add_argument("--no-docs", action="store_true", help="write the results JSON only, leave docs/ as it is")
     p.add_argument(
         "--smoke",
@@ -122,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "all_rows_on": args.all_rows_on,
         "regimes": {},
     }
-    for regime in regimes:
+    for regime in regimes if args.init != "osrm" else []:  # --init osrm: the OSRM rows alone
         configs = configs_for(regime, rank=settings.rank * len(tasks), smoke=args.smoke)
         replicates, units = run_regime(regime, tasks, configs, grid, args=args, settings=settings, store=store, shared=shared)
         results["regimes"][regime] = aggregate_regime(replicates, units, configs)
+    if args.init != "default":
+        results["osrm"] = run_osrm(regimes, tasks, grid, args=args, settings=settings, store=store, shared=shared)
     cores = os.cpu_count()
     results["machine"] = (
         f"{platform.processor() or platform.machine()}, {cores} cores ({threads} torch threads), torch {torch.__version__}"
@@ -136,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     check(results)
-    if not (args.smoke or args.no_docs):
+    if "osrm" in results:
+        check({"grid": grid, "regimes": results["osrm"]["regimes"]})
+    if not (args.smoke or args.no_docs or args.init == "osrm"):  # the OSRM section compares with the default rows
         write_report(results, command="python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]))
     summary = {r: {c["name"]: round(c["test_norm_mean"], 4) for c in v["configs"]} for r, v in results["regimes"].items()}
+    for r, v in results.get("osrm", {}).get("regimes", {}).items():
+        summary[f"{r} (OSRM init)"] = {c["name"]: round(c["test_norm_mean"], 4) for c in v["configs"]}
     print(json.dumps(summary, indent=1))
     print(
         f"done in {results['seconds']} s ({results['units']['computed']} units computed, {results['units']['resumed']} resumed)"

@@ -8,6 +8,7 @@ from statistics import fmean
 import numpy as np
 
 from benchmarks.quality.charts import chart, mu_chart
+from benchmarks.quality.osrm_report import osrm_section
 from benchmarks.quality.stats import RESAMPLES, ReplicateBootstraps, interval
 
 DOCS = Path("docs")
@@ -252,6 +253,7 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
                 values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
                 out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
     out += ["", "![per-task normalized accuracy by method](quality_normalized.png)", ""]
+    out += osrm_section(results)  # --init both: OSRM init against default (osrm_report.py); [] otherwise
     docs.mkdir(exist_ok=True)
     (docs / "benchmarks.md").write_text("\n".join(out))
     chart(results, docs / "quality_normalized.png")
