@@ -77,12 +77,15 @@ def run_regime(
     settings: TrainSettings,
     store: Store,
     shared: SharedEvaluator,
+    replicate: type[Replicate] = Replicate,
 ) -> tuple[list[Replicate], list[dict]]:
-    """Per replicate: its reference scores and, per configuration it computes (by name), its units."""
+    """Per replicate: its reference scores and, per configuration it computes (by name), its units. ``replicate`` (with
+    ``settings`` and ``shared`` to match) is the model's: sweep.Replicate for the encoder,
+    decoder_bench.DecoderReplicate for the decoder."""
     replicates, units = [], []
     for k in range(args.n_seeds):
         seeds = replicate_seeds(regime, k, tasks, args.seed)
-        rep = Replicate(regime, k, tasks, seeds, settings, args.cache, shared)
+        rep = replicate(regime, k, tasks, seeds, settings, args.cache, shared)
         rep_key = rep.key()
         tag = f"{regime}{k}"
         refs = store.unit(digest(["references", rep_key]), partial(references, rep), label=f"{tag}-references")
