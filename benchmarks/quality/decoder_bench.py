@@ -152,8 +152,8 @@ def header(results: dict, command: str) -> list[str]:
         "of each label word's first token at the last position (`benchmarks/quality/decoder_model.py`), trained with "
         "cross entropy over those tokens only. There are no task heads: the merged model is scored as it is, and the "
         "base model row is the untrained model's label-word prediction. Training runs its matmuls in bfloat16 autocast "
-        f"(LoRA weights in float32) on every device; evaluation here ran in {evaluation} on "
-        f"{t['evaluation']['device']} (bfloat16 autocast on a CPU, float32 on a GPU). The λ grid "
+        f"(LoRA weights in float32) on every device; evaluation ran in {evaluation} on {t['evaluation']['device']} "
+        "(the default there: bfloat16 autocast on a CPU, float32 on a GPU). The λ grid "
         f"{{{', '.join(f'{v:g}' for v in grid)}}}, the choice per seed replicate on validation, the rows and the 95% "
         f"intervals (crossed paired bootstrap over seed replicates and test examples, {RESAMPLES:,} resamples) are the "
         "encoder's, described at the top of this file.",

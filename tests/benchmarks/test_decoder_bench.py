@@ -20,8 +20,10 @@ METHODS = ("task_arithmetic", "tsv", "do_merging")  # a combination row, a μ ro
 
 @pytest.fixture(autouse=True)
 def fewer_rows(monkeypatch):
-    """The smoke's rows of three methods only: TIES and the other dense methods take ~9 s a merge at SmolLM2's shapes."""
+    """The smoke's rows of three methods only (TIES and the other dense methods take ~9 s a merge at SmolLM2's
+    shapes), and one named rule (each is a merge of its own)."""
     from benchmarks.quality import __main__ as cli
+    from benchmarks.quality import run
     from benchmarks.quality.run import configs_for
 
     def configs(regime, *, rank, smoke):
@@ -29,6 +31,7 @@ def fewer_rows(monkeypatch):
         return [row for row in rows if row["method"] in METHODS and not row.get("apart")]
 
     monkeypatch.setattr(cli, "configs_for", configs)
+    monkeypatch.setattr(run, "NAMED_SCALINGS", ("auto",))
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -71,7 +74,7 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
         assert all(len(hits) == 8 for hits in row["test_correct"][0].values())
         assert all(s["scaling"] in grid and [p[0] for p in s["val_curve"]] == grid for s in row["per_seed"]), row["name"]
         assert ("at" in row) == (row["table"] == "main"), row["name"]
-    assert {"λ=1", "auto"} <= set(rows["tsv"]["at"])
+    assert set(rows["tsv"]["at"]) == {"λ=1", "auto"}
     assert set(rows["DO ortho_mu=0.01"]["orthogonalized_individual"]["test"]) == set(TASKS)
     assert rows["DO ortho=True decouple=True"]["per_seed"] == rows["do_merging"]["per_seed"]  # computed once
     assert all(0 <= v <= 1 for v in regime["individual"]["test"].values())
@@ -100,6 +103,8 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
     assert text.startswith(encoder_part) and text.count("<!-- decoder section:") == 1
     section = text.split("<!-- decoder section:", 1)[1]
     assert "\n## Decoder-only model (SmolLM2-135M)\n" in section and "\n#### Every method\n" in section
-    assert "LoRA r=16, alpha 32 on q, k, v, o, gate, up, down" in section and "bfloat16 autocast on cpu" in section
+    assert (
+        "LoRA r=16, alpha 32 on q, k, v, o, gate, up, down" in section and "evaluation ran in bfloat16 autocast on cpu" in section
+    )
     assert "| do_merging |" in section and "quality_decoder_normalized.png" in section
     assert (docs / "quality_decoder_normalized.png").exists() and (docs / "quality_decoder_ortho_mu.png").exists()
