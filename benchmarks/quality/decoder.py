@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
+from benchmarks.quality.cache import publish
 from benchmarks.quality.decoder_model import (
     GGUF_FILE,
     MAX_LENGTH,
@@ -61,8 +62,7 @@ def train_task(
     device = torch.device(device or default_device())
     prompt = prompt_for(data.name, data.labels)
     texts, labels = data.train
-    key = digest([GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr, texts, labels])
-    folder = cache / f"decoder-{data.name}-seed{seed}-steps{steps}-n{len(texts)}-{key[:12]}"
+    folder = adapter_folder(data, seed=seed, steps=steps, cache=cache, batch_size=batch_size, lr=lr, max_length=max_length)
     if (folder / "task.json").exists():
         return folder
     torch.manual_seed(seed)
@@ -88,13 +88,25 @@ def train_task(
         schedule.step()
         if progress is not None:
             progress(step + 1, steps, loss.item())
-    tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(str(tmp))
     record = {"task": data.name, "labels": data.labels, "suffix": prompt.suffix, "words": prompt.words}
     record |= {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length}
-    (tmp / "task.json").write_text(json.dumps(record, indent=1))
-    tmp.rename(folder)
-    return folder
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        (tmp / "task.json").write_text(json.dumps(record, indent=1))
+
+    return publish(folder, write)
+
+
+def adapter_folder(
+    data: TaskData, *, seed: int, steps: int, cache: Path, batch_size: int = 16, lr: float = 5e-4, max_length: int = MAX_LENGTH
+) -> Path:
+    """Where ``train_task`` keeps this adapter: named by seed, steps, training size and a hash of the rest
+    of what shapes it (model file, LoRA shape, prompt, batch, lr, the training texts and labels)."""
+    prompt = prompt_for(data.name, data.labels)
+    texts, labels = data.train
+    key = digest([GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr, texts, labels])
+    return cache / f"decoder-{data.name}-seed{seed}-steps{steps}-n{len(texts)}-{key[:12]}"
 
 
 class Evaluator:
@@ -125,9 +137,8 @@ class Evaluator:
         batch_tokens: int | None = None,
     ) -> None:
         self.tasks, self.device = tasks, torch.device(device or default_device())
-        self.amp_dtype = (torch.bfloat16 if self.device.type == "cpu" else None) if amp_dtype == "auto" else amp_dtype
-        for task in tasks:
-            _check_prompt(task, folders.get(task.name))
+        self.amp_dtype = auto_amp(self.device) if amp_dtype == "auto" else amp_dtype
+        self.check_prompts(folders)
         tokenizer, model = load_base(self.device)
         self.modules = {name: m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in TARGET_MODULES}
         self.base = {name: m.weight.detach().clone() for name, m in self.modules.items()}
@@ -144,20 +155,28 @@ class Evaluator:
                 rows = encode(tokenizer, task.name, task.labels, texts, max_length)
                 self.inputs[task.name, split] = (*_batches(rows, budget, tokenizer.pad_token_id, self.device), labels)
 
-    def _apply(self, deltas: dict[str, torch.Tensor]) -> None:
+    def check_prompts(self, folders: dict[str, Path]) -> None:
+        """Refuse adapters trained with another prompt than today's (the benchmark calls it per replicate)."""
+        for task in self.tasks:
+            _check_prompt(task, folders.get(task.name))
+
+    def _apply(self, deltas: dict[str, torch.Tensor], scale: float) -> None:
         if unknown := sorted(set(deltas) - set(self.base)):
             raise KeyError(f"no such linear in the decoder: {unknown[:3]}")
         for name in self._changed | set(deltas):
             weight = self.base[name]
             if name in deltas:
-                weight = weight + deltas[name].to(self.device, torch.float32)
+                weight = weight + scale * deltas[name].to(self.device, torch.float32)
             self.modules[name].weight.copy_(weight)
         self._changed = set(deltas)
 
     @torch.no_grad()
-    def scores(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, torch.Tensor]:
-        """Per task, the label words' logits (examples x labels, float32, on the CPU) in input order."""
-        self._apply(deltas)
+    def scores(
+        self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None, scale: float = 1.0
+    ) -> dict[str, torch.Tensor]:
+        """Per task, the label words' logits (examples x labels, float32, on the CPU) in input order, with
+        ``scale · deltas`` added to the base weights."""
+        self._apply(deltas, scale)
         out = {}
         # One autocast region for all batches casts each weight once, because the weights still require grad
         # (under inference_mode, or with requires_grad off, it recasts them every batch: +70% on small batches).
@@ -170,16 +189,25 @@ class Evaluator:
                     out[task.name] = torch.empty_like(by_length).index_copy_(0, order.to(self.device), by_length).cpu()
         return out
 
-    def correct(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, list[int]]:
+    def correct(
+        self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None, scale: float = 1.0
+    ) -> dict[str, list[int]]:
         """Per example, 1 where the highest-scoring label word is the right one."""
         return {
             name: (scores.argmax(-1) == torch.tensor(self.inputs[name, split][2])).int().tolist()
-            for name, scores in self.scores(deltas, split, only).items()
+            for name, scores in self.scores(deltas, split, only, scale).items()
         }
 
-    def accuracy(self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None) -> dict[str, float]:
+    def accuracy(
+        self, deltas: dict[str, torch.Tensor], split: str, only: str | None = None, scale: float = 1.0
+    ) -> dict[str, float]:
         """Accuracy of every task (or of task ``only``)."""
-        return accuracies(self.correct(deltas, split, only))
+        return accuracies(self.correct(deltas, split, only, scale))
+
+
+def auto_amp(device: torch.device) -> torch.dtype | None:
+    """The evaluator's default autocast dtype: bfloat16 on the CPU, none (float32) elsewhere."""
+    return torch.bfloat16 if device.type == "cpu" else None
 
 
 def _batches(rows: list[list[int]], budget: int, pad_id: int, device) -> tuple[list, torch.Tensor]:

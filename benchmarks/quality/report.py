@@ -1,4 +1,5 @@
-"""docs/benchmarks.md (tables) and docs/quality_*.png (charts.py) from a results file."""
+"""docs/benchmarks.md (tables) and docs/quality_*.png (charts.py) from a results file. The encoder's report is
+the file; another model's (decoder_bench.py) is a marked section of it, which this one keeps (sections.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from benchmarks.quality.charts import chart, mu_chart
 from benchmarks.quality.osrm_report import osrm_section
+from benchmarks.quality.sections import write_keeping_sections
 from benchmarks.quality.stats import RESAMPLES, ReplicateBootstraps, interval
 
 DOCS = Path("docs")
@@ -138,12 +140,12 @@ def _scaling_table(rows: list[dict], scores: Scores) -> list[str]:
     return lines
 
 
-def _mu_table(rows: list[dict]) -> list[str]:
+def _mu_table(rows: list[dict], chart_name: str = "quality_ortho_mu.png") -> list[str]:
     """Fig. 3's two curves as numbers: what each adapter keeps once orthogonalized, and what the merge keeps."""
     lines = [
         "Each orthogonalized adapter used alone on its own task (test, λ = 1, no decoupling) against the merge "
         "(chosen λ); overlaps are the mean over modules after orthogonalization; means over seeds. Chart: "
-        "[quality_ortho_mu.png](quality_ortho_mu.png).",
+        f"[{chart_name}]({chart_name}).",
         "",
         "| ortho_mu | overlap A after | overlap B after | orthogonalized adapters alone, mean normalized | "
         "merged, mean normalized |",
@@ -193,8 +195,8 @@ def header(results: dict, command: str) -> list[str]:
         "",
         f"Command: `{command}` · machine: {results['machine']} · compute time {minutes:.1f} min · {seeds} training seeds "
         f"per regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}, r={t['rank']}, all "
-        f"attention and MLP linears of all-MiniLM-L6-v2), {results['n_train']} training / {results['n_eval']} validation / "
-        f"{results['n_eval']} test examples per task, every split stratified by label.",
+        f"attention and MLP linears of all-MiniLM-L6-v2), {results['n_train']} training / {results.get('n_val', results['n_eval'])} validation / "
+        f"{results.get('n_test', results['n_eval'])} test examples per task, every split stratified by label.",
         "",
         "Each task's head is trained jointly with its LoRA and used unchanged with every merged encoder. Each configuration "
         "is merged once per seed replicate at λ = 1; every λ of the grid "
@@ -213,9 +215,12 @@ def header(results: dict, command: str) -> list[str]:
     ]
 
 
-def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
+def render(
+    results: dict, *, command: str, make_header=header, prefix: str = "quality", base_label: str = "base model + task head"
+) -> list[str]:
+    """The report's lines: ``make_header``'s, then every regime's tables; charts named ``{prefix}_*.png``."""
     tasks, grid = results["tasks"], results["grid"]
-    out = header(results, command)
+    out = make_header(results, command)
     for regime, data in results["regimes"].items():
         title = (
             "the same seed for every task (as public adapters usually are)" if regime == "same" else "a distinct seed per task"
@@ -224,7 +229,7 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
         out += ["", f"## Adapters trained from {title}", "", f"Training seeds per replicate: {seeds}.", ""]
         out += ["| reference (mean over seeds) | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
         for label, scores in (
-            ("base model + task head", data["base"]["test"]),
+            (base_label, data["base"]["test"]),
             ("own adapter (individual)", data["individual"]["test"]),
         ):
             out.append(
@@ -243,7 +248,7 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
             if key == "main" and any("at" in r for r in by_table["main"]):
                 out += ["", "### λ = 1, named scaling rules and the chosen λ", "", *_scaling_table(by_table["main"], scores)]
         if "mu" in by_table:
-            out += ["", *_mu_table(by_table["mu"])]
+            out += ["", *_mu_table(by_table["mu"], f"{prefix}_ortho_mu.png")]
         if "apart" in by_table:
             out += ["", *_apart_table(by_table["apart"], by_table["main"], scores)]
         out += ["", "### Data-free diagnostics next to the accuracy they predict", ""]
@@ -252,11 +257,19 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
             if any(k in row["diagnostics"] for k in DIAGNOSTICS):
                 values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
                 out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
-    out += ["", "![per-task normalized accuracy by method](quality_normalized.png)", ""]
+    out += ["", f"![per-task normalized accuracy by method]({prefix}_normalized.png)", ""]
     out += osrm_section(results)  # --init both: OSRM init against default (osrm_report.py); [] otherwise
-    docs.mkdir(exist_ok=True)
-    (docs / "benchmarks.md").write_text("\n".join(out))
-    chart(results, docs / "quality_normalized.png")
+    return out
+
+
+def write_charts(results: dict, docs: Path, prefix: str = "quality") -> None:
+    chart(results, docs / f"{prefix}_normalized.png")
     mu_rows = [r for r in (results["regimes"].get("same") or {}).get("configs", []) if r["table"] == "mu"]
     if mu_rows:
-        mu_chart(mu_rows, docs / "quality_ortho_mu.png")
+        mu_chart(mu_rows, docs / f"{prefix}_ortho_mu.png")
+
+
+def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
+    docs.mkdir(exist_ok=True)
+    write_keeping_sections(docs / "benchmarks.md", "\n".join(render(results, command=command)))
+    write_charts(results, docs)

@@ -77,10 +77,12 @@ def run_regime(
     settings: TrainSettings,
     store: Store,
     shared: SharedEvaluator,
-    replicate=Replicate,
+    replicate: type[Replicate] = Replicate,
 ) -> tuple[list[Replicate], list[dict]]:
-    """Per replicate: its reference scores and, per configuration it computes (by name), its units. ``replicate``
-    builds a replicate (``osrm_init.OsrmReplicate``: adapters trained from their OSRM init)."""
+    """Per replicate: its reference scores and, per configuration it computes (by name), its units. ``replicate`` (with
+    ``settings`` and ``shared`` to match) is the model's: sweep.Replicate for the encoder,
+    decoder_bench.DecoderReplicate for the decoder,
+    osrm_init.OsrmReplicate for adapters trained from their OSRM init."""
     replicates, units = [], []
     for k in range(args.n_seeds):
         seeds = replicate_seeds(regime, k, tasks, args.seed)

