@@ -23,7 +23,6 @@ import dataclasses
 import json
 import random
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +34,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from benchmarks.quality import train as train_module
+from benchmarks.quality.cache import publish
 from benchmarks.quality.keys import data_fingerprint, digest, source_fingerprint
 from benchmarks.quality.model import MAX_LENGTH, TARGET_MODULES, load_base, mean_pool
 from benchmarks.quality.sweep import Replicate, eval_code
@@ -188,17 +188,15 @@ def train_from_init(
         schedule.step()
         if progress is not None:
             progress(step + 1, steps, loss.item())
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():  # left by an interrupted run
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp))
-    save_file(
-        {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()}, str(tmp / "head.safetensors")
-    )
     info = {"task": data.name, "labels": data.labels, "seed": seed, "settings": dataclasses.asdict(settings)} | (record or {})
-    (tmp / "task.json").write_text(json.dumps(info, indent=1))
-    tmp.rename(folder)
-    return folder
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        head_tensors = {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()}
+        save_file(head_tensors, str(tmp / "head.safetensors"))
+        (tmp / "task.json").write_text(json.dumps(info, indent=1))
+
+    return publish(folder, write)
 
 
 def set_lora_a(model, init: dict[str, torch.Tensor]) -> None:
