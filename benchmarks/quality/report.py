@@ -10,6 +10,7 @@ import numpy as np
 
 from benchmarks.quality.charts import chart, mu_chart
 from benchmarks.quality.osrm_report import osrm_section
+from benchmarks.quality.rule_choice import rule_choice_section
 from benchmarks.quality.sections import write_keeping_sections
 from benchmarks.quality.stats import RESAMPLES, ReplicateBootstraps, interval
 
@@ -258,6 +259,7 @@ def render(
                 values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
                 out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
     out += ["", f"![per-task normalized accuracy by method]({prefix}_normalized.png)", ""]
+    out += rule_choice_section(results)  # the rules on validation, across regimes ([] for older results files)
     out += osrm_section(results)  # --init both: OSRM init against default (osrm_report.py); [] otherwise
     return out
 

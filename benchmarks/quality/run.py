@@ -7,6 +7,7 @@ from functools import partial
 
 from tqdm import tqdm
 
+from benchmarks.quality import rule_choice
 from benchmarks.quality.configs import (
     NAMED_SCALINGS,
     ablation_configs,
@@ -17,6 +18,7 @@ from benchmarks.quality.configs import (
     smoke_extras,
 )
 from benchmarks.quality.keys import digest
+from benchmarks.quality.rule_choice import RULES, rule_on_validation
 from benchmarks.quality.store import Store
 from benchmarks.quality.sweep import (
     Replicate,
@@ -108,6 +110,13 @@ def run_regime(
                 )
             if at:
                 unit["at"] = at
+            at_val = {}
+            for rule in (v for v in scalings_at(config) if v in RULES):  # the rules on validation (rule_choice.py)
+                key = digest({**base, "part": "at-val", "scaling": rule, "code": rule_choice.code()})
+                compute = partial(rule_on_validation, rep, config, rule, refs["individual"]["val"])
+                at_val[rule] = store.unit(key, compute, label=f"{label} at {rule} (validation)")
+            if at_val:
+                unit["at_val"] = at_val
             if config["table"] == "mu":
                 key = digest({**base, "part": "alone"})
                 unit["alone"] = store.unit(key, partial(orthogonalized_alone, rep, config), label=f"{label}-alone")

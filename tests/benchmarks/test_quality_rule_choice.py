@@ -1,0 +1,60 @@
+"""The rule `scaling: "auto"` stands for, chosen per method on validation across regimes (rule_choice.py):
+the choice reads validation only, and the reported test costs are the differences the rows hold."""
+
+from benchmarks.quality.rule_choice import choices, rule_choice_section
+from merge_core.scaling import AUTO_SCALING
+
+
+def row(method: str, test_chosen: float, at: dict[str, tuple[float, float]]) -> dict:
+    """A main-table row: its test score at the chosen λ, and (validation, test) per rule."""
+    return {
+        "name": method,
+        "method": method,
+        "table": "main",
+        "test_norm_mean": test_chosen,
+        "at": {rule: {"scaling": rule, "val_norm_mean": v, "test_norm_mean": t} for rule, (v, t) in at.items()},
+    }
+
+
+def results() -> dict:
+    # TIES: 1/n best on test in both regimes, but norm_match best on validation averaged over the two
+    same = [
+        row("ties", 0.80, {"1/n": (0.70, 0.79), "1/sqrt(n)": (0.60, 0.70), "norm_match": (0.75, 0.74)}),
+        row("tsv", 0.90, {"1/n": (0.80, 0.85), "1/sqrt(n)": (0.88, 0.89), "norm_match": (0.70, 0.70)}),
+    ]
+    distinct = [
+        row("ties", 0.95, {"1/n": (0.80, 0.94), "1/sqrt(n)": (0.90, 0.90), "norm_match": (0.85, 0.92)}),
+        row("tsv", 0.97, {"1/n": (0.90, 0.90), "1/sqrt(n)": (0.96, 0.96), "norm_match": (0.95, 0.95)}),
+    ]
+    # a row without validation scores (a results file from before rule_choice) is left out
+    same.append({"name": "knots", "method": "knots", "table": "main", "test_norm_mean": 0.8, "at": {}})
+    distinct.append(same[-1])
+    return {"regimes": {"same": {"configs": same}, "distinct": {"configs": distinct}}}
+
+
+def test_the_rule_is_chosen_on_validation_averaged_over_regimes():
+    picked = {c["name"]: c for c in choices(results())}
+    assert set(picked) == {"ties", "tsv"}
+    # TIES: validation means 1/n 0.75, 1/sqrt(n) 0.75, norm_match 0.80 -> norm_match, though 1/n is best on test
+    assert picked["ties"]["chosen"] == "norm_match" and picked["tsv"]["chosen"] == "1/sqrt(n)"
+    assert picked["ties"]["today"] == AUTO_SCALING["ties"]
+
+
+def test_section_reports_each_rules_test_cost_against_the_chosen_lambda():
+    lines = rule_choice_section(results())
+    ties = next(line for line in lines if line.startswith("| ties |"))
+    # validation per regime, the choice, then norm_match − chosen λ on test: 0.74 − 0.80 and 0.92 − 0.95
+    assert "| 75.0 / 85.0 |" in ties and "`norm_match`" in ties and "| -6.0 / -3.0 |" in ties
+    mean = next(line for line in lines if line.startswith("| **mean over methods** |"))
+    # chosen: TIES −6.0/−3.0, TSV-M (1/sqrt(n)) −1.0/−1.0 -> −3.5/−2.0
+    assert "**-3.5 / -2.0**" in mean
+
+
+def test_no_section_from_results_without_validation_scores_of_the_rules():
+    assert rule_choice_section(results())
+    bare = results()
+    for regime in bare["regimes"].values():
+        for r in regime["configs"]:
+            for at in r["at"].values():
+                at.pop("val_norm_mean", None)
+    assert rule_choice_section(bare) == []
