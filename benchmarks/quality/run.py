@@ -102,19 +102,18 @@ def run_regime(
             label = f"{tag}-{config['name']}"
             compute = partial(sweep, rep, config, grid, refs["individual"]["val"])
             unit = {"sweep": store.unit(digest({**base, "part": "sweep", "grid": grid}), compute, label=label)}
-            at = {}
+            at, at_val = {}, {}
             for value in scalings_at(config):
                 key = digest({**base, "part": "at", "scaling": value})
                 at[scaling_label(value)] = store.unit(
                     key, partial(at_scaling, rep, config, value), label=f"{label} at {scaling_label(value)}"
                 )
+                if value in RULES:  # a rule is also scored on validation (rule_choice.py)
+                    key = digest({**base, "part": "at-val", "scaling": value, "code": rule_choice.code()})
+                    compute = partial(rule_on_validation, rep, config, value, refs["individual"]["val"])
+                    at_val[value] = store.unit(key, compute, label=f"{label} at {value} (validation)")
             if at:
                 unit["at"] = at
-            at_val = {}
-            for rule in (v for v in scalings_at(config) if v in RULES):  # the rules on validation (rule_choice.py)
-                key = digest({**base, "part": "at-val", "scaling": rule, "code": rule_choice.code()})
-                compute = partial(rule_on_validation, rep, config, rule, refs["individual"]["val"])
-                at_val[rule] = store.unit(key, compute, label=f"{label} at {rule} (validation)")
             if at_val:
                 unit["at_val"] = at_val
             if config["table"] == "mu":
