@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="every row on the first N replicates of a regime, only the key rows (main table, DO-Merging around "
-        "TSV-M) on the others; the report marks rows on fewer replicates (default: every row on every replicate)",
+        "TSV-M) on the others; the report marks rows on fewer replicates; 0: the key rows alone, and the tables of "
+        "the other rows are left out (default: every row on every replicate)",
     )
     p.add_argument(
         "--grid",
@@ -144,8 +145,8 @@ def resolve(cli: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.
             setattr(args, option, value)
     if min(args.n_seeds, args.steps, args.n_val, args.n_test) < 1 or not args.grid or min(args.grid) <= 0:
         cli.error("--n-seeds, --steps, --n-val and --n-test must be at least 1, and --grid positive values")
-    if args.all_rows_on is not None and args.all_rows_on < 1:
-        cli.error("--all-rows-on must be at least 1 (the extra tables need one replicate)")
+    if args.all_rows_on is not None and args.all_rows_on < 0:
+        cli.error("--all-rows-on must be 0 (key rows only) or more")
     if args.smoke:
         args.steps, args.seeds, args.n_seeds = min(args.steps, 12), "same", min(args.n_seeds, 2)
         args.n_train, args.n_val, args.n_test = min(args.n_train, 96), min(args.n_val, 32), min(args.n_test, 32)

@@ -58,12 +58,15 @@ def aggregate_row(config: dict, units: list[dict], individual_test: list[dict]) 
 
 def aggregate_regime(replicates, units: list[dict], configs: list[dict]) -> dict:
     """Each row over the replicates that computed it (``replicates``: their indices; all of them unless
-    ``--all-rows-on`` limited the row), normalized by those replicates' own adapters."""
+    ``--all-rows-on`` limited the row), normalized by those replicates' own adapters. A row no replicate
+    computed (``--all-rows-on 0`` leaves every row but the key rows out) is left out."""
     refs = [u["references"] for u in units]
     individual_test = [r["individual"]["test"] for r in refs]
     rows = []
     for config in configs:
         present = [i for i, u in enumerate(units) if config["name"] in u["rows"]]
+        if not present:
+            continue
         row = aggregate_row(config, [units[i]["rows"][config["name"]] for i in present], [individual_test[i] for i in present])
         rows.append(row | {"replicates": present})
     return {

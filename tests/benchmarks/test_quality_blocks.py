@@ -110,6 +110,7 @@ def test_later_replicates_compute_only_the_key_rows():
     configs = configs_for("same", rank=80, smoke=False)
     assert rows_on(configs, 0, 1) == configs and rows_on(configs, 2, None) == configs
     later = {c["name"] for c in rows_on(configs, 1, 1)}
+    assert later == {c["name"] for c in rows_on(configs, 0, 0)}  # --all-rows-on 0: key rows from the first
     assert later == {c["name"] for c in configs if c["table"] == "main"} | {
         "DO(tsv) both",
         "DO(tsv) ortho only",

@@ -167,3 +167,35 @@ def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, 
     )
     low, high = (float(v) for v in axis_line.rstrip(" |").rsplit("[", 1)[1].rstrip("]").split(","))
     assert (low, high) == (round(100 * expected[0], 1), round(100 * expected[1], 1))
+
+
+def test_key_rows_alone_leave_the_other_tables_out(results, tmp_path):
+    """``--all-rows-on 0``: no replicate computes the ablation and apart rows. They are left out of the results
+    and of the report (their tables too), instead of failing to average zero replicates."""
+    regime = results["regimes"]["same"]
+    units = []
+    for k in range(3):
+        rows = {
+            row["name"]: {
+                "sweep": {**row["per_seed"][k], "test_correct": row["test_correct"][k], "diagnostics": DIAGNOSTICS},
+                "at": {},
+            }
+            for row in regime["configs"]
+            if row["table"] == "main"
+        }
+        refs = {
+            "base": regime["base"],
+            "individual": regime["individual_per_seed"][k],
+            "individual_test_correct": regime["individual_test_correct"][k],
+        }
+        units.append({"references": refs, "rows": rows})
+    configs = [
+        {k: v for k, v in row.items() if k in ("name", "method", "params", "table", "apart", "rank")} for row in regime["configs"]
+    ]
+    results["regimes"]["same"] = key_only = aggregate_regime([Rep(k) for k in range(3)], units, configs)
+    assert {row["table"] for row in key_only["configs"]} == {"main"}
+    assert all(row["replicates"] == [0, 1, 2] for row in key_only["configs"])
+    check(results)
+    write_report(results, command="python -m benchmarks.quality --all-rows-on 0", docs=tmp_path)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| ties |" in text and "DO magnitude_axis" not in text and "‡" not in text
