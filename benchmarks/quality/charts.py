@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+BASE_MODELS = {"encoder": "all-MiniLM-L6-v2", "decoder": "SmolLM2-135M"}
+REGIMES = {"same": "same-seed adapters", "distinct": "distinct-seed adapters"}
+
+
+def charted_regime(results: dict) -> str:
+    """The regime the chart shows: the same-seed one where the run has it, else the first."""
+    return "same" if "same" in results["regimes"] else next(iter(results["regimes"]))
+
+
+def chart_title(results: dict) -> str:
+    """Names the run's base model and regime (results files from before ``model`` are the encoder's)."""
+    model = BASE_MODELS[results.get("model", "encoder")]
+    return f"Merged {model} LoRAs: accuracy kept per task ({REGIMES[charted_regime(results)]})"
+
 
 def chart(results: dict, path: Path) -> None:
     import matplotlib
@@ -11,7 +25,7 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = results["regimes"].get("same") or next(iter(results["regimes"].values()))
+    data = results["regimes"][charted_regime(results)]
     rows = sorted((r for r in data["configs"] if r["table"] == "main"), key=lambda r: -r["test_norm_mean"])
     tasks = results["tasks"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
@@ -30,7 +44,7 @@ def chart(results: dict, path: Path) -> None:
     ax.set_ylim(0, 110)
     ax.axhline(100, color="grey", linewidth=0.5)
     ax.legend(ncol=3, fontsize=8, loc="lower left")
-    ax.set_title("Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)")
+    ax.set_title(chart_title(results))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

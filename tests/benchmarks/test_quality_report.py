@@ -199,3 +199,12 @@ def test_key_rows_alone_leave_the_other_tables_out(results, tmp_path):
     write_report(results, command="python -m benchmarks.quality --all-rows-on 0", docs=tmp_path)
     text = (tmp_path / "benchmarks.md").read_text()
     assert "| ties |" in text and "DO magnitude_axis" not in text and "‡" not in text
+
+
+def test_chart_title_names_the_model_and_regime_it_shows(results):
+    """The decoder's chart once said "all-MiniLM-L6-v2" and a distinct-only run's said "same-seed"."""
+    from benchmarks.quality.charts import chart_title
+
+    assert chart_title(results) == "Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)"
+    decoder = {**results, "model": "decoder", "regimes": {"distinct": results["regimes"]["same"]}}
+    assert chart_title(decoder) == "Merged SmolLM2-135M LoRAs: accuracy kept per task (distinct-seed adapters)"
