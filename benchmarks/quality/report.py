@@ -181,21 +181,25 @@ def _apart_table(apart: list[dict], main: list[dict], scores: Scores) -> list[st
     return lines
 
 
+def training_seeds(results: dict) -> str:
+    """ "3 training seeds per regime", or per regime where they differ ("3 (same) / 2 (distinct) ..."); both
+    models' headers say it."""
+    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"{n} training seed{'' if n == 1 else 's'} per regime"
+    return " / ".join(f"{n} ({regime})" for regime, n in counts.items()) + " training seeds per regime"
+
+
 def header(results: dict, command: str) -> list[str]:
     grid = results["grid"]
-    counts = {regime: len(data["seeds"]) for regime, data in results["regimes"].items()}
-    seeds = (
-        str(next(iter(counts.values())))
-        if len(set(counts.values())) == 1
-        else " / ".join(f"{n} ({regime})" for regime, n in counts.items())
-    )
     t = results["training"]
     minutes = results.get("compute_seconds", results["seconds"]) / 60
     return [
         "# Quality benchmark: what merged adapters still know",
         "",
-        f"Command: `{command}` · machine: {results['machine']} · compute time {minutes:.1f} min · {seeds} training seeds "
-        f"per regime · {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}, r={t['rank']}, all "
+        f"Command: `{command}` · machine: {results['machine']} · compute time {minutes:.1f} min · {training_seeds(results)} "
+        f"· {t['steps']} training steps per adapter (batch {t['batch_size']}, lr {t['lr']:g}, r={t['rank']}, all "
         f"attention and MLP linears of all-MiniLM-L6-v2), {results['n_train']} training / {results.get('n_val', results['n_eval'])} validation / "
         f"{results.get('n_test', results['n_eval'])} test examples per task, every split stratified by label.",
         "",

@@ -132,15 +132,14 @@ def test_bootstrap_interval_widens_with_seed_disagreement():
         boot.norm_mean(agree[:2])
 
 
-def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, tmp_path):
-    """``--all-rows-on 1``: the ablation and apart rows exist on replicate 1 only. Their λ column has one value
-    and the mark, and their difference to TA is TA on that replicate alone, not TA's three-seed mean."""
-    regime = results["regimes"]["same"]
+def reaggregated(regime: dict, keep) -> dict:
+    """The fixture's regime aggregated again from per-replicate units holding only the rows ``keep(row, k)``
+    selects on replicate ``k`` (what ``--all-rows-on`` leaves a run with)."""
     units = []
     for k in range(3):
         rows = {}
         for row in regime["configs"]:
-            if k == 0 or row["table"] == "main":
+            if keep(row, k):
                 sweep = {**row["per_seed"][k], "test_correct": row["test_correct"][k], "diagnostics": DIAGNOSTICS}
                 rows[row["name"]] = {"sweep": sweep} | ({"at": {}} if row["table"] == "main" else {})
                 if row["table"] == "mu":
@@ -151,7 +150,14 @@ def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, 
     configs = [
         {k: v for k, v in row.items() if k in ("name", "method", "params", "table", "apart", "rank")} for row in regime["configs"]
     ]
-    results["regimes"]["same"] = partial = aggregate_regime([Rep(k) for k in range(3)], units, configs)
+    return aggregate_regime([Rep(k) for k in range(3)], units, configs)
+
+
+def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, tmp_path):
+    """``--all-rows-on 1``: the ablation and apart rows exist on replicate 1 only. Their λ column has one value
+    and the mark, and their difference to TA is TA on that replicate alone, not TA's three-seed mean."""
+    keep = lambda row, k: k == 0 or row["table"] == "main"  # noqa: E731
+    results["regimes"]["same"] = partial = reaggregated(results["regimes"]["same"], keep)
     rows = {row["name"]: row for row in partial["configs"]}
     assert rows["ties"]["replicates"] == [0, 1, 2] and rows["DO magnitude_axis=in"]["replicates"] == [0]
     check(results)
@@ -172,27 +178,8 @@ def test_rows_on_fewer_replicates_are_marked_and_compared_on_their_own(results, 
 def test_key_rows_alone_leave_the_other_tables_out(results, tmp_path):
     """``--all-rows-on 0``: no replicate computes the ablation and apart rows. They are left out of the results
     and of the report (their tables too), instead of failing to average zero replicates."""
-    regime = results["regimes"]["same"]
-    units = []
-    for k in range(3):
-        rows = {
-            row["name"]: {
-                "sweep": {**row["per_seed"][k], "test_correct": row["test_correct"][k], "diagnostics": DIAGNOSTICS},
-                "at": {},
-            }
-            for row in regime["configs"]
-            if row["table"] == "main"
-        }
-        refs = {
-            "base": regime["base"],
-            "individual": regime["individual_per_seed"][k],
-            "individual_test_correct": regime["individual_test_correct"][k],
-        }
-        units.append({"references": refs, "rows": rows})
-    configs = [
-        {k: v for k, v in row.items() if k in ("name", "method", "params", "table", "apart", "rank")} for row in regime["configs"]
-    ]
-    results["regimes"]["same"] = key_only = aggregate_regime([Rep(k) for k in range(3)], units, configs)
+    keep = lambda row, k: row["table"] == "main"  # noqa: E731
+    results["regimes"]["same"] = key_only = reaggregated(results["regimes"]["same"], keep)
     assert {row["table"] for row in key_only["configs"]} == {"main"}
     assert all(row["replicates"] == [0, 1, 2] for row in key_only["configs"])
     check(results)
@@ -208,3 +195,14 @@ def test_chart_title_names_the_model_and_regime_it_shows(results):
     assert chart_title(results) == "Merged all-MiniLM-L6-v2 LoRAs: accuracy kept per task (same-seed adapters)"
     decoder = {**results, "model": "decoder", "regimes": {"distinct": results["regimes"]["same"]}}
     assert chart_title(decoder) == "Merged SmolLM2-135M LoRAs: accuracy kept per task (distinct-seed adapters)"
+
+
+def test_training_seeds_are_counted_per_regime_in_both_headers(results):
+    from benchmarks.quality.report import training_seeds
+
+    same = results["regimes"]["same"]
+    assert training_seeds(results) == "3 training seeds per regime"
+    one = {**same, "seeds": same["seeds"][:1]}
+    assert training_seeds({"regimes": {"same": one}}) == "1 training seed per regime"
+    mixed = {"regimes": {"same": same, "distinct": {**same, "seeds": same["seeds"][:2]}}}
+    assert training_seeds(mixed) == "3 (same) / 2 (distinct) training seeds per regime"
