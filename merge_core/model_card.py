@@ -81,7 +81,9 @@ def _scaling_line(merged: MergedAdapter, summary: dict) -> str:
     scaling = merged.scaling
     requested = f"`{scaling.requested}`" if isinstance(scaling.requested, str) else f"{scaling.requested:g}"
     if scaling.requested == "auto":
-        requested += f", this method's rule `{scaling.rule}` (merge_core/scaling.py `AUTO_SCALING`, from the quality benchmark)"
+        requested += (
+            f", this method's rule `{scaling.rule}` (merge_core/auto_scaling.py `AUTO_SCALING`, from the quality benchmark)"
+        )
     line = f"Scaling (λ): {requested}"
     if "scaling_min" not in summary:
         return line + "."

@@ -10,7 +10,7 @@ enter ``n``: they scale the updates ``ΔW_i`` as always):
 - ``"norm_match"``: ``‖λ M‖_F = mean_i ‖w_i ΔW_i‖_F``, ``M`` the method's result at λ = 1, computed from the
   factors where ``M`` is factored (``‖BA‖_F² = tr((BᵀB)(AAᵀ))``, no dense product), from the dense ``M``
   otherwise; λ = 1 where ``M`` is 0, and at most ``MAX_SCALING`` (a method that cancelled nearly everything);
-- ``"auto"``: the method's rule in ``AUTO_SCALING``.
+- ``"auto"``: the method's rule in ``AUTO_SCALING`` (``auto_scaling.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from merge_core.auto_scaling import AUTO_SCALING
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.lowrank import frobenius_norm
 
@@ -29,26 +30,6 @@ ScalingRule = Literal["1/n", "1/sqrt(n)", "norm_match"]
 ScalingChoice = Literal["auto", "1/n", "1/sqrt(n)", "norm_match"]
 SCALING_CHOICES: tuple[str, ...] = get_args(ScalingChoice)
 MAX_SCALING = 100.0  # the largest |λ| a number may ask for, and norm_match's cap
-
-# What `scaling: "auto"` means, per method: the rule closest to the λ that validation chose in the quality
-# benchmark (docs/benchmarks.md; METHOD.md §6), at n = 5 adapters on the grid {0.1, 0.2, 0.3, 0.5, 0.7, 1.0}:
-# same-seed adapters / distinct seeds. At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; at n = 1 every rule is 1.
-# Methods that add their updates up chose about 1/n; those that average agreeing entries (TIES and kin), that
-# orthogonalize (DO-Merging, TSV-M) or that work in a joint basis chose more, nearer 1/sqrt(n). A re-measurement
-# with the benchmark (`python -m benchmarks.quality`) may change a row; this table is the only place to do it.
-AUTO_SCALING: dict[str, ScalingRule] = {
-    "task_arithmetic": "1/n",  # 0.2 / 0.3 (0.1 at training seed 7)
-    "dare_linear": "1/n",  # 0.2 / 0.3
-    "breadcrumbs": "1/n",  # 0.2 / 0.5: Task Arithmetic on masked updates
-    "breadcrumbs_ties": "1/n",  # not measured: a disjoint *sum* by default, as breadcrumbs
-    "peft_linear": "1/n",  # 0.1 / 0.3
-    "ties": "1/sqrt(n)",  # 0.3 / 0.5
-    "dare_ties": "1/sqrt(n)",  # 0.3 / 0.5
-    "knots": "1/sqrt(n)",  # 0.3 / 0.7
-    "drm": "1/sqrt(n)",  # 0.3 / 0.7
-    "tsv": "1/sqrt(n)",  # 0.3 / 0.5; its result has norm sqrt(Σ‖ΔW_i‖²) (LoRA ranks): norm_match at equal norms
-    "do_merging": "1/sqrt(n)",  # 0.3 / 0.5; without orthogonalization, the inner method's row (ablation: 0.2)
-}
 
 
 @dataclass(frozen=True)

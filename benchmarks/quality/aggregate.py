@@ -46,9 +46,9 @@ def aggregate_row(config: dict, units: list[dict], individual_test: list[dict]) 
             | _scored([u["at"][label]["test_correct"] for u in units], individual_test)
             for label in labels
         }
-        for label, at in row["at"].items():  # the rules scored on validation too (rule_choice.py)
-            if all(label in u.get("at_val", {}) for u in units):
-                at["val_norm_mean"] = fmean(u["at_val"][label]["val_norm_mean"] for u in units)
+        for label, at in row["at"].items():  # a rule is scored on validation too (rule_choice.py)
+            if all("val_norm_mean" in u["at"][label] for u in units):
+                at["val_norm_mean"] = fmean(u["at"][label]["val_norm_mean"] for u in units)
     if all("alone" in u for u in units):
         tests = [u["alone"]["test"] for u in units]
         norms = mean_dict([normalized(t, ind) for t, ind in zip(tests, individual_test)])

@@ -15,20 +15,15 @@ from statistics import fmean
 
 import numpy as np
 
+from benchmarks.quality.formatting import ci, pct
 from benchmarks.quality.stats import Bootstrap, interval
 
 HEADING = "OSRM initialisation (paper 003) against PEFT's default"
 BAND = 0.02  # λ-sensitivity: grid points whose validation score is within 2 points of the best
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
 def _ci(samples: np.ndarray, *, signed: bool = False) -> str:
-    low, high = interval(samples)
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
+    return ci(*interval(samples), signed=signed)
 
 
 def _sign(samples: np.ndarray) -> int:
@@ -123,13 +118,13 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
         "",
         "| init | " + " | ".join(tasks) + " | mean | kept (trained A) |",
         "|---" * (len(tasks) + 3) + "|",
-        "| PEFT default | " + " | ".join(_pct(d_ind[t]) for t in tasks) + f" | {_pct(fmean(d_ind.values()))} | "
+        "| PEFT default | " + " | ".join(pct(d_ind[t]) for t in tasks) + f" | {pct(fmean(d_ind.values()))} | "
         f"{kept_cells['default']} |",
-        "| OSRM | " + " | ".join(_pct(o_ind[t]) for t in tasks) + f" | {_pct(fmean(o_ind.values()))} | {kept_cells['osrm']} |",
+        "| OSRM | " + " | ".join(pct(o_ind[t]) for t in tasks) + f" | {pct(fmean(o_ind.values()))} | {kept_cells['osrm']} |",
         "",
         f"OSRM − default, mean individual accuracy: {100 * (fmean(o_ind.values()) - fmean(d_ind.values())):+.1f} points "
         f"{_ci(ind_diff, signed=True)}; OSRM individual / default individual (mean over tasks): "
-        f"{_pct(point(o_ref, d_ref))}% {_ci(ind_ratio)}.",
+        f"{pct(point(o_ref, d_ref))}% {_ci(ind_ratio)}.",
     ]
 
     # merged accuracy per method
@@ -151,8 +146,8 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
         d_p, o_p = point(d["test_correct"], d_ref), point(o["test_correct"], d_ref)
         own_s = own.norm_mean(o["test_correct"])
         out.append(
-            f"| {name} | {_pct(d_p)} {_ci(d_s)} | {_pct(o_p)} {_ci(o_s)} | {100 * (o_p - d_p):+.1f} {_ci(o_s - d_s, signed=True)} | "
-            f"{_pct(point(o['test_correct'], o_ref))} {_ci(own_s)} |"
+            f"| {name} | {pct(d_p)} {_ci(d_s)} | {pct(o_p)} {_ci(o_s)} | {100 * (o_p - d_p):+.1f} {_ci(o_s - d_s, signed=True)} | "
+            f"{pct(point(o['test_correct'], o_ref))} {_ci(own_s)} |"
         )
 
     # λ-sensitivity
@@ -190,9 +185,9 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
             named = []
             for label in labels:
                 at = row.get("at", {}).get(label)
-                named.append("–" if at is None else _pct(point(at["test_correct"], d_ref)))
+                named.append("–" if at is None else pct(point(at["test_correct"], d_ref)))
             out.append(
-                f"| {name if init == 'default' else ''} | {init} | {_pct(c['best'])} | {100 * c['drop_at_1']:.1f} | "
+                f"| {name if init == 'default' else ''} | {init} | {pct(c['best'])} | {100 * c['drop_at_1']:.1f} | "
                 f"{100 * c['mean_drop']:.1f} | {c['band']:.1f} | {gap_cell} | {paired} | " + " | ".join(named) + " |"
             )
 

@@ -9,6 +9,7 @@ from statistics import fmean
 import numpy as np
 
 from benchmarks.quality.charts import chart, mu_chart
+from benchmarks.quality.formatting import ci, pct
 from benchmarks.quality.osrm_report import osrm_section
 from benchmarks.quality.rule_choice import rule_choice_section
 from benchmarks.quality.sections import write_keeping_sections
@@ -32,15 +33,6 @@ HEADINGS = {
     "combinations": "DO-Merging's components around other methods (paper Fig. 4a)",
     "apart": 'A and B merged apart (paper Tables 10-12, "Separate")',
 }
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _ci(low: float, high: float, *, signed: bool = False) -> str:
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    return f"[{fmt.format(100 * low)}, {fmt.format(100 * high)}]"
 
 
 def _lam(row: dict) -> str:
@@ -105,14 +97,14 @@ def _table(rows: list[dict], tasks: list[str], scores: Scores, reference: dict, 
         "|---" * (len(tasks) + 6) + "|",
     ]
     for row in sorted(rows, key=lambda r: -r["test_norm_mean"]):
-        cells = [f"{_pct(row['test'][t])} ({_pct(row['test_norm'][t])})" for t in tasks]
+        cells = [f"{pct(row['test'][t])} ({pct(row['test_norm'][t])})" for t in tasks]
         samples = scores.of(row)
         ref = scores.of(reference, on=_replicates(row))
-        diff = "–" if row is reference else _ci(*interval(samples - ref), signed=True)
+        diff = "–" if row is reference else ci(*interval(samples - ref), signed=True)
         lines.append(
             f"| {row['name']} | {_lam(row)} | "
             + " | ".join(cells)
-            + f" | {_pct(row['test_mean'])} | **{_pct(row['test_norm_mean'])}** | {_ci(*interval(samples))} | {diff} |"
+            + f" | {pct(row['test_mean'])} | **{pct(row['test_norm_mean'])}** | {ci(*interval(samples))} | {diff} |"
         )
     return lines + _edge_note(rows, grid)
 
@@ -124,7 +116,8 @@ def _scaling_table(rows: list[dict], scores: Scores) -> list[str]:
         labels += [label for label in row.get("at", {}) if label not in labels]
     lines = [
         "Mean normalized test accuracy of each method at fixed scalings beside the validation-chosen λ (95% CI); "
-        "a named rule is passed to the method as its `scaling`, – where the method does not take it.",
+        "a named rule is passed to the method as its `scaling` (`auto`: the rule its row of `AUTO_SCALING` named), – "
+        "where the method does not take it.",
         "",
         "| configuration | at chosen λ | " + " | ".join(f"at {label}" for label in labels) + " |",
         "|---" * (len(labels) + 2) + "|",
@@ -134,9 +127,9 @@ def _scaling_table(rows: list[dict], scores: Scores) -> list[str]:
         for label in labels:
             at = row.get("at", {}).get(label)
             cells.append(
-                "–" if at is None else f"{_pct(at['test_norm_mean'])} {_ci(*interval(scores.of(row, at['test_correct'])))}"
+                "–" if at is None else f"{pct(at['test_norm_mean'])} {ci(*interval(scores.of(row, at['test_correct'])))}"
             )
-        chosen = f"{_pct(row['test_norm_mean'])} {_ci(*interval(scores.of(row)))} (λ {_lam(row)})"
+        chosen = f"{pct(row['test_norm_mean'])} {ci(*interval(scores.of(row)))} (λ {_lam(row)})"
         lines.append(f"| {row['name']} | {chosen} | " + " | ".join(cells) + " |")
     return lines
 
@@ -156,7 +149,7 @@ def _mu_table(rows: list[dict], chart_name: str = "quality_ortho_mu.png") -> lis
         d = row["diagnostics"]
         lines.append(
             f"| {row['params']['ortho_mu']} | {d['overlap_A_after_mean']:.3f} | {d['overlap_B_after_mean']:.3f} | "
-            f"{_pct(row['orthogonalized_individual']['test_norm_mean'])} | {_pct(row['test_norm_mean'])} |"
+            f"{pct(row['orthogonalized_individual']['test_norm_mean'])} | {pct(row['test_norm_mean'])} |"
         )
     return lines
 
@@ -174,9 +167,9 @@ def _apart_table(apart: list[dict], main: list[dict], scores: Scores) -> list[st
         product, on = on_product[row["method"]], _replicates(row)
         gap = scores.of(product, on=on) - scores.of(row)
         lines.append(
-            f"| {row['method']} | {_pct(row['test_norm_mean'])} (λ {_lam(row)}) | "
-            f"{_pct(Scores.mean(product, on))} (λ {_lam(product)}) | "
-            f"{100 * (Scores.mean(product, on) - row['test_norm_mean']):+.1f} | {_ci(*interval(gap), signed=True)} |"
+            f"| {row['method']} | {pct(row['test_norm_mean'])} (λ {_lam(row)}) | "
+            f"{pct(Scores.mean(product, on))} (λ {_lam(product)}) | "
+            f"{100 * (Scores.mean(product, on) - row['test_norm_mean']):+.1f} | {ci(*interval(gap), signed=True)} |"
         )
     return lines
 
@@ -238,7 +231,7 @@ def render(
             ("own adapter (individual)", data["individual"]["test"]),
         ):
             out.append(
-                f"| {label} | " + " | ".join(_pct(scores[t]) for t in tasks) + f" | {_pct(sum(scores.values()) / len(scores))} |"
+                f"| {label} | " + " | ".join(pct(scores[t]) for t in tasks) + f" | {pct(sum(scores.values()) / len(scores))} |"
             )
         by_table: dict[str, list[dict]] = {}
         for row in data["configs"]:
@@ -261,7 +254,7 @@ def render(
         for row in sorted(data["configs"], key=lambda r: -r["test_norm_mean"]):
             if any(k in row["diagnostics"] for k in DIAGNOSTICS):
                 values = " | ".join(f"{row['diagnostics'][k]:.3f}" if k in row["diagnostics"] else "–" for k in DIAGNOSTICS)
-                out.append(f"| {row['name']} | {_pct(row['test_norm_mean'])} | {values} |")
+                out.append(f"| {row['name']} | {pct(row['test_norm_mean'])} | {values} |")
     out += ["", f"![per-task normalized accuracy by method]({prefix}_normalized.png)", ""]
     out += rule_choice_section(results)  # the rules on validation, across regimes ([] for older results files)
     out += osrm_section(results)  # --init both: OSRM init against default (osrm_report.py); [] otherwise

@@ -1,37 +1,19 @@
 """Which named rule ``scaling: "auto"`` should stand for, per method, chosen on validation (issue 17 §1).
 
-The run scores every main-table method at each rule on the *validation* split (``rule_on_validation``, a unit
-of its own beside the rule's test unit), so that choosing ``AUTO_SCALING``'s row never reads the test split.
+The run scores every main-table method at each rule on the *validation* split as well as on test (one merge per
+rule, ``sweep.at_rule``), so that choosing ``AUTO_SCALING``'s row never reads the test split.
 ``rule_choice_section`` picks, per method, the rule with the best validation score averaged over the regimes
 (one table serves both), and reports its test cost against the λ that validation chose on the grid.
 """
 
 from __future__ import annotations
 
-import sys
 from statistics import fmean
 
-from benchmarks.quality.evaluate import merged_deltas, normalized
-from benchmarks.quality.keys import digest, source_fingerprint
-from merge_core.engine import merge_adapters
-from merge_core.registry import get_method
+from benchmarks.quality.formatting import pct
 from merge_core.scaling import AUTO_SCALING
 
 RULES = ("1/n", "1/sqrt(n)", "norm_match")  # "auto" is one of them: it is not scored on its own
-
-
-def code() -> str:
-    """This module's source, in the key of every validation unit (the replicate key covers the rest)."""
-    return digest(source_fingerprint(sys.modules[__name__]))
-
-
-def rule_on_validation(rep, config: dict, rule: str, individual_val: dict) -> dict:
-    """Mean normalized validation accuracy of ``config``'s method with ``scaling: rule``."""
-    method = get_method(config["method"])
-    params = method.parse_params({**config.get("params", {}), "scaling": rule})
-    merged = merge_adapters(rep.adapters, method, params, rank=config.get("rank"), device="cpu")
-    val = rep.evaluator.accuracy(merged_deltas(merged), "val")
-    return {"scaling": rule, "val_norm_mean": fmean(normalized(val, individual_val).values())}
 
 
 def choices(results: dict) -> list[dict]:
@@ -67,13 +49,9 @@ def choices(results: dict) -> list[dict]:
     return out
 
 
-def _pct(value: float, *, signed: bool = False) -> str:
-    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
-
-
 def _gap(choice: dict, rule: str, regimes: list[str]) -> str:
     """Test at ``rule`` − test at the chosen λ, points, per regime."""
-    return " / ".join(_pct(choice["test"][rule][r] - choice["test_chosen_lambda"][r], signed=True) for r in regimes)
+    return " / ".join(pct(choice["test"][rule][r] - choice["test_chosen_lambda"][r], signed=True) for r in regimes)
 
 
 def rule_choice_section(results: dict) -> list[str]:
@@ -98,7 +76,7 @@ def rule_choice_section(results: dict) -> list[str]:
         "|---" * (len(RULES) + 5) + "|",
     ]
     for c in picked:
-        vals = [" / ".join(_pct(c["val"][rule][r]) for r in regimes) if rule in c["val"] else "–" for rule in RULES]
+        vals = [" / ".join(pct(c["val"][rule][r]) for r in regimes) if rule in c["val"] else "–" for rule in RULES]
         today = _gap(c, c["today"], regimes) if c["today"] in c["test"] else "–"
         lines.append(
             f"| {c['name']} | "
@@ -107,7 +85,7 @@ def rule_choice_section(results: dict) -> list[str]:
         )
     means = {
         key: " / ".join(
-            _pct(fmean(c["test"][c[key]][r] - c["test_chosen_lambda"][r] for c in picked if c[key] in c["test"]), signed=True)
+            pct(fmean(c["test"][c[key]][r] - c["test_chosen_lambda"][r] for c in picked if c[key] in c["test"]), signed=True)
             for r in regimes
         )
         for key in ("chosen", "today")

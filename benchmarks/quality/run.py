@@ -7,7 +7,6 @@ from functools import partial
 
 from tqdm import tqdm
 
-from benchmarks.quality import rule_choice
 from benchmarks.quality.configs import (
     NAMED_SCALINGS,
     ablation_configs,
@@ -18,13 +17,14 @@ from benchmarks.quality.configs import (
     smoke_extras,
 )
 from benchmarks.quality.keys import digest
-from benchmarks.quality.rule_choice import RULES, rule_on_validation
 from benchmarks.quality.store import Store
 from benchmarks.quality.sweep import (
     Replicate,
     SharedEvaluator,
     accepts_scaling_name,
-    at_scaling,
+    at_lambda,
+    at_rule,
+    auto_rule,
     canonical,
     orthogonalized_alone,
     references,
@@ -69,6 +69,32 @@ def scaling_label(value: float | str) -> str:
     return f"λ={value:g}" if isinstance(value, float) else value
 
 
+def scaled_units(rep: Replicate, config: dict, base: dict, individual_val: dict, *, store: Store, label: str) -> dict:
+    """A main row's units at each of ``scalings_at``, by label: a λ scales the row's λ = 1 merge (test only); a
+    rule is one merge scored on validation and test; ``auto`` is the unit of the rule its table row names, not
+    a merge of its own (so the unit keys never depend on the table: keys.library_fingerprint)."""
+    units: dict[float | str, dict] = {}
+
+    def unit(value: float | str) -> dict:
+        if value not in units:
+            if isinstance(value, float):
+                key, compute = digest({**base, "part": "at", "scaling": value}), partial(at_lambda, rep, config, value)
+            else:
+                key = digest({**base, "part": "rule", "scaling": value})
+                compute = partial(at_rule, rep, config, value, individual_val)
+            units[value] = store.unit(key, compute, label=f"{label} at {scaling_label(value)}")
+        return units[value]
+
+    by_label = {}
+    for value in scalings_at(config):
+        if value == "auto":
+            rule = auto_rule(config)
+            by_label["auto"] = {"scaling": "auto", "rule": rule, "test_correct": unit(rule)["test_correct"]}
+        else:
+            by_label[scaling_label(value)] = unit(value)
+    return by_label
+
+
 def run_regime(
     regime: str,
     tasks: list[TaskData],
@@ -102,20 +128,9 @@ def run_regime(
             label = f"{tag}-{config['name']}"
             compute = partial(sweep, rep, config, grid, refs["individual"]["val"])
             unit = {"sweep": store.unit(digest({**base, "part": "sweep", "grid": grid}), compute, label=label)}
-            at, at_val = {}, {}
-            for value in scalings_at(config):
-                key = digest({**base, "part": "at", "scaling": value})
-                at[scaling_label(value)] = store.unit(
-                    key, partial(at_scaling, rep, config, value), label=f"{label} at {scaling_label(value)}"
-                )
-                if value in RULES:  # a rule is also scored on validation (rule_choice.py)
-                    key = digest({**base, "part": "at-val", "scaling": value, "code": rule_choice.code()})
-                    compute = partial(rule_on_validation, rep, config, value, refs["individual"]["val"])
-                    at_val[value] = store.unit(key, compute, label=f"{label} at {value} (validation)")
+            at = scaled_units(rep, config, base, refs["individual"]["val"], store=store, label=label)
             if at:
                 unit["at"] = at
-            if at_val:
-                unit["at_val"] = at_val
             if config["table"] == "mu":
                 key = digest({**base, "part": "alone"})
                 unit["alone"] = store.unit(key, partial(orthogonalized_alone, rep, config), label=f"{label}-alone")

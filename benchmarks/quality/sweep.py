@@ -3,8 +3,10 @@
 Every method of merge_core applies ``scaling`` last, as a factor on its whole result (``λ · B`` or
 ``λ · dense``; the engine's SVD truncation and factor balancing commute with a positive factor), so a
 configuration is merged once at λ = 1 and each λ of the grid scales that result;
-``tests/benchmarks/test_quality_blocks.py`` checks this for every registered method. Named scalings
-("auto", "1/n", ...) are passed to the method as they are, one merge each.
+``tests/benchmarks/test_quality_blocks.py`` checks this for every registered method. A named rule
+("1/n", "norm_match", ...) is passed to the method as it is: one merge, scored on validation (to choose
+``AUTO_SCALING``'s row without reading test, rule_choice.py) and on test. ``"auto"`` is not merged on its own:
+it is the rule its table row names (``auto_rule``), so the run reports that rule's unit under it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 
 from pydantic import BaseModel
 from tqdm import tqdm
@@ -25,6 +28,7 @@ from benchmarks.quality.train import TrainSettings, adapter_key, train_task
 from merge_core.adapters import load_adapter
 from merge_core.engine import merge_adapters
 from merge_core.registry import get_method
+from merge_core.scaling import resolve
 
 
 def canonical(config: dict) -> dict:
@@ -169,15 +173,29 @@ def sweep(rep: Replicate, config: dict, grid: list[float], individual_val: dict)
     }
 
 
-def at_scaling(rep: Replicate, config: dict, scaling: float | str) -> dict:
-    """Test at one given ``scaling``: a number scales the λ = 1 merge; a name goes to the method as it is."""
-    if isinstance(scaling, str):
-        method = get_method(config["method"])
-        params = method.parse_params({**config.get("params", {}), "scaling": scaling})
-        merged = merge_adapters(rep.adapters, method, params, rank=config.get("rank"), device="cpu")
-        return {"scaling": scaling, "test_correct": rep.evaluator.correct(merged_deltas(merged), "test")}
+def at_lambda(rep: Replicate, config: dict, scaling: float) -> dict:
+    """Test at one given λ: the λ = 1 merge, scaled."""
     deltas, _ = rep.merged(config)
     return {"scaling": scaling, "test_correct": rep.evaluator.correct(deltas, "test", scale=scaling)}
+
+
+def at_rule(rep: Replicate, config: dict, rule: str, individual_val: dict) -> dict:
+    """Validation (mean normalized) and test of one merge with ``scaling: rule``, passed to the method as it is."""
+    method = get_method(config["method"])
+    params = method.parse_params({**config.get("params", {}), "scaling": rule})
+    deltas = merged_deltas(merge_adapters(rep.adapters, method, params, rank=config.get("rank"), device="cpu"))
+    val = rep.evaluator.accuracy(deltas, "val")
+    return {
+        "scaling": rule,
+        "val_norm_mean": fmean(normalized(val, individual_val).values()),
+        "test_correct": rep.evaluator.correct(deltas, "test"),
+    }
+
+
+def auto_rule(config: dict) -> str:
+    """The rule ``scaling: "auto"`` names for this configuration (its method's row of ``AUTO_SCALING``)."""
+    method = get_method(config["method"])
+    return resolve(method.name, method.parse_params({**config.get("params", {}), "scaling": "auto"})).rule
 
 
 def orthogonalized_alone(rep: Replicate, config: dict) -> dict:

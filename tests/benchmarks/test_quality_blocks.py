@@ -10,11 +10,13 @@ import torch
 from benchmarks.quality import sweep
 from benchmarks.quality.apart import merge_apart
 from benchmarks.quality.configs import ablation_configs, main_configs
+from benchmarks.quality.keys import ROOT, files_fingerprint, library_fingerprint
 from benchmarks.quality.run import configs_for, rows_on
 from benchmarks.quality.sweep import accepts_scaling_name, canonical, choose_scaling
 from merge_core.engine import merge_adapters
 from merge_core.methods.do_merging import DOMergingParams
 from merge_core.registry import MethodParams, get_method, list_methods
+from merge_core.scaling import AUTO_SCALING
 from support.factories import memory_adapter
 
 SHAPES = {"l0.q": (12, 10), "l0.up": (20, 10)}
@@ -116,3 +118,28 @@ def test_later_replicates_compute_only_the_key_rows():
         "DO(tsv) ortho only",
         "DO(tsv) decouple only",
     }
+
+
+def test_the_auto_table_is_left_out_of_result_keys_and_nothing_else_is(tmp_path):
+    """A new ``AUTO_SCALING`` row must not recompute stored merges (none reads it: run.scaled_units reports
+    ``auto`` as the unit of the rule the row names); any other library file must."""
+
+    def fingerprint() -> str:  # uncached: the files change between calls
+        return files_fingerprint.__wrapped__(str(tmp_path), "*.py", leave_out=("auto_scaling.py",))
+
+    (tmp_path / "engine.py").write_text("x = 1\n")
+    (tmp_path / "auto_scaling.py").write_text('AUTO_SCALING: dict[str, str] = {"tsv": "1/n"}\n')
+    key = fingerprint()
+    (tmp_path / "auto_scaling.py").write_text('AUTO_SCALING: dict[str, str] = {"tsv": "norm_match"}\n')
+    assert fingerprint() == key
+    (tmp_path / "engine.py").write_text("x = 2\n")
+    assert fingerprint() != key
+    assert library_fingerprint() == files_fingerprint(str(ROOT / "merge_core"), "*.py", leave_out=("auto_scaling.py",))
+    assert library_fingerprint() != files_fingerprint(str(ROOT / "merge_core"), "*.py")
+
+
+def test_auto_is_reported_as_the_rule_its_table_row_names():
+    """Per configuration, with its parameters: DO-Merging without orthogonalization reads its inner method's row."""
+    assert all(sweep.auto_rule(c) == AUTO_SCALING[c["method"]] for c in main_configs(rank=0))
+    no_ortho = {"method": "do_merging", "params": {"orthogonalize": False, "merge": "ties"}}
+    assert sweep.auto_rule(no_ortho) == AUTO_SCALING["ties"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from benchmarks.quality import rule_choice, sweep
+from benchmarks.quality import sweep
 from benchmarks.quality.__main__ import main
 from benchmarks.quality.tasks import load_task
 from benchmarks.quality.train import TrainSettings, adapter_key
@@ -42,9 +42,16 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
     assert set(rows["tsv"]["at"]) == {"λ=1", "auto", "1/n", "1/sqrt(n)", "norm_match"} and all(
         0 <= v <= 1 for v in rows["tsv"]["at"]["λ=1"]["test"].values()
     )
-    # each rule also on validation (rule_choice.py), the rule "auto" stands for not twice
+    # each rule scored on validation too (rule_choice.py), from the merge its test came from: one unit per rule
     assert all(0 < rows["tsv"]["at"][rule]["val_norm_mean"] <= 3.0 for rule in ("1/n", "1/sqrt(n)", "norm_match"))
+    # "auto" is the unit of the rule its AUTO_SCALING row names, reported under its name and not merged again
     assert "val_norm_mean" not in rows["tsv"]["at"]["auto"]
+    for row in (r for r in regime["configs"] if "auto" in r.get("at", {})):
+        named = row["at"][sweep.auto_rule(row)]
+        assert row["at"]["auto"]["test_correct"] == named["test_correct"] and row["at"]["auto"]["scaling"] == "auto"
+    labels = [json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*.json")]
+    assert not [label for label in labels if label.endswith(" at auto")]
+    assert len([label for label in labels if label.endswith("-tsv at norm_match")]) == 2  # one per replicate
     # rows equal to the main DO-Merging row (both switches on; μ at its default) were computed once
     for name in ("DO ortho=True decouple=True", "DO ortho_mu=0.01"):
         assert rows[name]["per_seed"] == rows["do_merging"]["per_seed"], name
@@ -69,7 +76,6 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep, "train_task", refuse)
     monkeypatch.setattr(sweep, "merge_adapters", refuse)
-    monkeypatch.setattr(rule_choice, "merge_adapters", refuse)
     monkeypatch.setattr(sweep, "Evaluator", refuse)
     again = run(tmp_path)
     assert again["units"] == {"computed": 0, "resumed": len(unit_files) + 4}
