@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.model == "decoder":
             from benchmarks.quality.decoder_bench import write_report as write_decoder_report
 
-            write_decoder_report(results, command=command)
+            encoder_out = DEFAULTS["encoder"]["out"]  # the cross-model rule choice reads the encoder's results
+            encoder = json.loads(encoder_out.read_text()) if encoder_out.exists() else None
+            write_decoder_report(results, command=command, encoder=encoder)
         else:
             write_report(results, command=command)
     summary = {r: {c["name"]: round(c["test_norm_mean"], 4) for c in v["configs"]} for r, v in results["regimes"].items()}

@@ -26,6 +26,7 @@ from benchmarks.quality.decoder import ALPHA, RANK, Evaluator, adapter_folder, a
 from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device
 from benchmarks.quality.keys import data_fingerprint, digest, library_fingerprint, source_fingerprint
 from benchmarks.quality.report import DOCS, render, training_seeds, write_charts
+from benchmarks.quality.rule_choice import ACROSS_MODELS, across_models, rule_choice_section
 from benchmarks.quality.sections import write_section
 from benchmarks.quality.stats import RESAMPLES
 from benchmarks.quality.sweep import Replicate
@@ -160,9 +161,12 @@ def header(results: dict, command: str) -> list[str]:
     ]
 
 
-def write_report(results: dict, *, command: str, docs: Path = DOCS) -> None:
-    """The decoder's section of docs/benchmarks.md (one heading level below the encoder's) and its charts."""
+def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dict | None = None) -> None:
+    """The decoder's section of docs/benchmarks.md (one heading level below the encoder's) and its charts; with
+    the encoder's results, it ends on the rule ``auto`` should stand for, chosen on both models' validation."""
     lines = render(results, command=command, make_header=header, prefix="quality_decoder", base_label="base model")
+    if encoder is not None:
+        lines += rule_choice_section(across_models({"encoder": encoder, "decoder": results}), heading=ACROSS_MODELS)
     lines = ["#" + line if line.startswith("#") else line for line in lines]
     docs.mkdir(exist_ok=True)
     write_section(docs / "benchmarks.md", SECTION, "\n".join(lines))

@@ -14,6 +14,8 @@ from benchmarks.quality.formatting import pct
 from merge_core.scaling import AUTO_SCALING
 
 RULES = ("1/n", "1/sqrt(n)", "norm_match")  # "auto" is one of them: it is not scored on its own
+HEADING = '## Which rule `scaling: "auto"` stands for (chosen on validation)'
+ACROSS_MODELS = '## Which rule `scaling: "auto"` stands for, both models (chosen on validation)'
 
 
 def choices(results: dict) -> list[dict]:
@@ -54,7 +56,17 @@ def _gap(choice: dict, rule: str, regimes: list[str]) -> str:
     return " / ".join(pct(choice["test"][rule][r] - choice["test_chosen_lambda"][r], signed=True) for r in regimes)
 
 
-def rule_choice_section(results: dict) -> list[str]:
+def across_models(by_model: dict[str, dict]) -> dict:
+    """Results whose regimes are every model's, named "<model> <regime>", for ``choices`` and the section: the
+    rule is then chosen on the validation mean over every model and regime measured."""
+    return {
+        "regimes": {
+            f"{model} {regime}": data for model, results in by_model.items() for regime, data in results["regimes"].items()
+        }
+    }
+
+
+def rule_choice_section(results: dict, *, heading: str = HEADING) -> list[str]:
     """docs/benchmarks.md's cross-regime section: the rule chosen on validation per method and what it costs on
     test against the grid's validation-chosen λ; [] when the results hold no validation scores of the rules."""
     picked = choices(results)
@@ -64,10 +76,10 @@ def rule_choice_section(results: dict) -> list[str]:
     slash = " / ".join(regimes)
     lines = [
         "",
-        '## Which rule `scaling: "auto"` stands for (chosen on validation)',
+        heading,
         "",
         f"Per method: the mean normalized *validation* accuracy at each rule ({slash} seeds), the rule with the best "
-        "mean over the regimes (one table serves both), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
+        "mean over them (one table serves them all), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
         "chosen rule against the λ that validation chose on the grid (rule − chosen λ, points, "
         f"{slash}). Means over each regime's replicates.",
         "",

@@ -4,6 +4,7 @@ scored; then the same run resumed from its units, and the decoder's section of d
 
 from __future__ import annotations
 
+import copy
 import json
 from importlib.util import find_spec
 
@@ -51,6 +52,7 @@ def run(tmp_path) -> dict:
 def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
     from benchmarks.quality import decoder_bench, sweep
     from benchmarks.quality.decoder import adapter_folder
+    from benchmarks.quality.rule_choice import RULES
     from benchmarks.quality.tasks import load_task
 
     # an interrupted run left a half-written adapter: it must not block the rename nor leak into the adapter
@@ -108,3 +110,14 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
     )
     assert "| do_merging |" in section and "quality_decoder_normalized.png" in section
     assert (docs / "quality_decoder_normalized.png").exists() and (docs / "quality_decoder_ortho_mu.png").exists()
+    assert "both models" not in section
+    # with the encoder's results (here the decoder's own, given rule scores, stand in), the section ends on the
+    # rule chosen on both models' validation
+    scored = copy.deepcopy(results)
+    for row in scored["regimes"]["same"]["configs"]:
+        for rule in RULES if "at" in row else ():
+            row["at"][rule] = {**row["at"]["auto"], "scaling": rule, "val_norm_mean": 0.5}
+    decoder_bench.write_report(scored, command="python -m benchmarks.quality --model decoder", docs=docs, encoder=scored)
+    section = (docs / "benchmarks.md").read_text().split("<!-- decoder section:", 1)[1]
+    assert '\n### Which rule `scaling: "auto"` stands for, both models' in section
+    assert "(encoder same / decoder same seeds)" in section

@@ -1,7 +1,7 @@
 """The rule `scaling: "auto"` stands for, chosen per method on validation across regimes (rule_choice.py):
 the choice reads validation only, and the reported test costs are the differences the rows hold."""
 
-from benchmarks.quality.rule_choice import choices, rule_choice_section
+from benchmarks.quality.rule_choice import ACROSS_MODELS, across_models, choices, rule_choice_section
 from merge_core.scaling import AUTO_SCALING
 
 
@@ -58,3 +58,21 @@ def test_no_section_from_results_without_validation_scores_of_the_rules():
             for at in r["at"].values():
                 at.pop("val_norm_mean", None)
     assert rule_choice_section(bare) == []
+
+
+def test_across_models_every_model_and_regime_is_a_column_of_the_choice():
+    # a second model on which TIES's validation prefers 1/n by far: the mean over the three columns moves the choice
+    other = {
+        "regimes": {
+            "same": {"configs": [row("ties", 0.90, {"1/n": (0.95, 0.88), "1/sqrt(n)": (0.70, 0.70), "norm_match": (0.70, 0.71)})]}
+        }
+    }
+    both = across_models({"encoder": results(), "decoder": other})
+    assert list(both["regimes"]) == ["encoder same", "encoder distinct", "decoder same"]
+    picked = {c["name"]: c for c in choices(both)}
+    assert set(picked) == {"ties"}  # TSV-M is not measured on the second model: left out, not half-averaged
+    # validation means over 3 columns: 1/n (0.70+0.80+0.95)/3 = 0.817, norm_match (0.75+0.85+0.70)/3 = 0.767
+    assert picked["ties"]["chosen"] == "1/n"
+    lines = rule_choice_section(both, heading=ACROSS_MODELS)
+    assert lines[1] == ACROSS_MODELS and "(encoder same / encoder distinct / decoder same seeds)" in lines[3]
+    assert "| 70.0 / 80.0 / 95.0 |" in next(line for line in lines if line.startswith("| ties |"))
