@@ -8,8 +8,8 @@ value is a rule of ``scaling.ScalingRule``.
 """
 
 # What `scaling: "auto"` means, per method: the rule closest to the λ that validation chose in the quality
-# benchmark (docs/benchmarks.md; METHOD.md §6), at n = 5 adapters on the grid {0.1, 0.2, 0.3, 0.5, 0.7, 1.0}:
-# same-seed adapters / distinct seeds. At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; at n = 1 every rule is 1.
+# benchmark (docs/benchmarks.md; METHOD.md §6), at n = 5 adapters; the λ in the comments were chosen on the
+# first protocol's grid {0.1, 0.2, 0.3, 0.5, 0.7, 1.0} (same-seed adapters / distinct seeds). At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; at n = 1 every rule is 1.
 # Methods that add their updates up chose about 1/n; those that average agreeing entries (TIES and kin), that
 # orthogonalize (DO-Merging, TSV-M) or that work in a joint basis chose more, nearer 1/sqrt(n). A re-measurement
 # with the benchmark (`python -m benchmarks.quality`) may change a row; this table is the only place to do it.

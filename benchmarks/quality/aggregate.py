@@ -42,7 +42,7 @@ def aggregate_row(config: dict, units: list[dict], individual_test: list[dict]) 
     if all("at" in u for u in units):
         labels = [label for label in units[0]["at"] if all(label in u["at"] for u in units)]
         row["at"] = {
-            label: {"scaling": units[0]["at"][label]["scaling"]}
+            label: {k: units[0]["at"][label][k] for k in ("scaling", "rule") if k in units[0]["at"][label]}
             | _scored([u["at"][label]["test_correct"] for u in units], individual_test)
             for label in labels
         }

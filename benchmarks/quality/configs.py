@@ -7,9 +7,9 @@ from __future__ import annotations
 # λ chosen on validation from 10^(k/4), k = -6..2 (0.032 ... 3.2, 9 points, 1 among them). The old grid
 # {0.1, ..., 1.0} had methods on both edges; a row whose chosen λ still sits on an edge is flagged (†).
 SCALING_GRID = tuple(float(f"{10 ** (k / 4):.2g}") for k in range(-6, 3))
-# Named rules tested per method of the main table beside λ = 1 and the chosen λ, passed to the method as
-# its ``scaling`` as they are. A method whose parameters do not take the name yet (read from its schema)
-# is skipped for it, so the list may stand before the library accepts any.
+# Named rules tested per method of the main table beside λ = 1 and the chosen λ: a rule is passed to the
+# method as its ``scaling``; "auto" is reported as the rule its AUTO_SCALING row names (run.scaled_units). A
+# method whose parameters do not take the name yet (read from its schema) is skipped for it.
 NAMED_SCALINGS = ("auto", "1/n", "1/sqrt(n)", "norm_match")
 MU_SWEEP = (0.01, 0.1, 1.0, 5.0)  # with ortho_lr 0.1; lr·μ must stay below 1 (DOMergingParams)
 APART_METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "knots", "tsv", "drm")

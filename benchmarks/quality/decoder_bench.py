@@ -166,7 +166,14 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dic
     the encoder's results, it ends on the rule ``auto`` should stand for, chosen on both models' validation."""
     lines = render(results, command=command, make_header=header, prefix="quality_decoder", base_label="base model")
     if encoder is not None:
-        lines += rule_choice_section(across_models({"encoder": encoder, "decoder": results}), heading=ACROSS_MODELS)
+        across = rule_choice_section(across_models({"encoder": encoder, "decoder": results}), heading=ACROSS_MODELS)
+        if across:
+            lines += across + [
+                "",
+                "Written by the decoder's run from the encoder's results on disk when it ran "
+                "(benchmarks/results/quality.json); an encoder run leaves this table as it was, so rerun the decoder's "
+                "command after one (it resumes every unit) to bring it up to date.",
+            ]
     lines = ["#" + line if line.startswith("#") else line for line in lines]
     docs.mkdir(exist_ok=True)
     write_section(docs / "benchmarks.md", SECTION, "\n".join(lines))

@@ -3,7 +3,8 @@
 The run scores every main-table method at each rule on the *validation* split as well as on test (one merge per
 rule, ``sweep.at_rule``), so that choosing ``AUTO_SCALING``'s row never reads the test split.
 ``rule_choice_section`` picks, per method, the rule with the best validation score averaged over the regimes
-(one table serves both), and reports its test cost against the λ that validation chose on the grid.
+(one table serves them all; ``across_models``: over the models, each model's regimes averaged first), and reports
+its test cost against the λ that validation chose on the grid.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def choices(results: dict) -> list[dict]:
         if not scored:
             continue
         val = {rule: {regime: r["at"][rule]["val_norm_mean"] for regime, r in rows.items()} for rule in scored}
-        best = max(scored, key=lambda rule: (fmean(val[rule].values()), -scored.index(rule)))
+        best = max(scored, key=lambda rule: (_grouped_mean(val[rule], results.get("models")), -scored.index(rule)))
         method = next(iter(rows.values()))["method"]
         out.append(
             {
@@ -51,18 +52,27 @@ def choices(results: dict) -> list[dict]:
     return out
 
 
+def _grouped_mean(by_regime: dict[str, float], models: dict[str, list[str]] | None) -> float:
+    """The mean over regimes; with ``models`` (``across_models``), the mean over models of each model's mean over its
+    regimes, so a model measured in two regimes weighs no more than one measured in one."""
+    if not models:
+        return fmean(by_regime.values())
+    return fmean(fmean(by_regime[r] for r in regimes) for regimes in models.values())
+
+
 def _gap(choice: dict, rule: str, regimes: list[str]) -> str:
     """Test at ``rule`` − test at the chosen λ, points, per regime."""
     return " / ".join(pct(choice["test"][rule][r] - choice["test_chosen_lambda"][r], signed=True) for r in regimes)
 
 
 def across_models(by_model: dict[str, dict]) -> dict:
-    """Results whose regimes are every model's, named "<model> <regime>", for ``choices`` and the section: the
-    rule is then chosen on the validation mean over every model and regime measured."""
+    """Results whose regimes are every model's, named "<model> <regime>", for ``choices`` and the section; ``models``
+    groups them, so that the rule is chosen on the mean over models (each model's mean over its own regimes)."""
     return {
         "regimes": {
             f"{model} {regime}": data for model, results in by_model.items() for regime, data in results["regimes"].items()
-        }
+        },
+        "models": {model: [f"{model} {regime}" for regime in results["regimes"]] for model, results in by_model.items()},
     }
 
 
@@ -74,12 +84,13 @@ def rule_choice_section(results: dict, *, heading: str = HEADING) -> list[str]:
         return []
     regimes = list(results["regimes"])
     slash = " / ".join(regimes)
+    over = "the models (each model's own regimes averaged first)" if results.get("models") else "them"
     lines = [
         "",
         heading,
         "",
         f"Per method: the mean normalized *validation* accuracy at each rule ({slash} seeds), the rule with the best "
-        "mean over them (one table serves them all), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
+        f"mean over {over} (one table serves them all), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
         "chosen rule against the λ that validation chose on the grid (rule − chosen λ, points, "
         f"{slash}). Means over each regime's replicates.",
         "",

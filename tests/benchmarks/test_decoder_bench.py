@@ -22,7 +22,7 @@ METHODS = ("task_arithmetic", "tsv", "do_merging")  # a combination row, a μ ro
 @pytest.fixture(autouse=True)
 def fewer_rows(monkeypatch):
     """The smoke's rows of three methods only (TIES and the other dense methods take ~9 s a merge at SmolLM2's
-    shapes), and one named rule (each is a merge of its own)."""
+    shapes), and "auto" alone of the named rules (its rule is one merge, scored on validation and test)."""
     from benchmarks.quality import __main__ as cli
     from benchmarks.quality import run
     from benchmarks.quality.run import configs_for

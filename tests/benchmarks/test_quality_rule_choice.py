@@ -60,19 +60,31 @@ def test_no_section_from_results_without_validation_scores_of_the_rules():
     assert rule_choice_section(bare) == []
 
 
-def test_across_models_every_model_and_regime_is_a_column_of_the_choice():
-    # a second model on which TIES's validation prefers 1/n by far: the mean over the three columns moves the choice
+def test_across_models_each_model_weighs_the_same_whatever_its_regimes():
+    """TIES on the encoder (results(): two regimes) and on a model measured in one regime: the rule is chosen on
+    the mean over models of each model's mean, not on the mean over the three columns."""
     other = {
         "regimes": {
-            "same": {"configs": [row("ties", 0.90, {"1/n": (0.95, 0.88), "1/sqrt(n)": (0.70, 0.70), "norm_match": (0.70, 0.71)})]}
+            "same": {"configs": [row("ties", 0.90, {"1/n": (0.90, 0.88), "1/sqrt(n)": (0.60, 0.60), "norm_match": (0.74, 0.71)})]}
         }
     }
     both = across_models({"encoder": results(), "decoder": other})
     assert list(both["regimes"]) == ["encoder same", "encoder distinct", "decoder same"]
     picked = {c["name"]: c for c in choices(both)}
     assert set(picked) == {"ties"}  # TSV-M is not measured on the second model: left out, not half-averaged
-    # validation means over 3 columns: 1/n (0.70+0.80+0.95)/3 = 0.817, norm_match (0.75+0.85+0.70)/3 = 0.767
+    # per model: 1/n (0.70+0.80)/2 = 0.75 and 0.90 -> 0.825; norm_match (0.75+0.85)/2 = 0.80 and 0.74 -> 0.77
     assert picked["ties"]["chosen"] == "1/n"
     lines = rule_choice_section(both, heading=ACROSS_MODELS)
     assert lines[1] == ACROSS_MODELS and "(encoder same / encoder distinct / decoder same seeds)" in lines[3]
-    assert "| 70.0 / 80.0 / 95.0 |" in next(line for line in lines if line.startswith("| ties |"))
+    assert "each model's own regimes averaged first" in lines[3]
+    assert "| 70.0 / 80.0 / 90.0 |" in next(line for line in lines if line.startswith("| ties |"))
+    # columns and models disagree: encoder 1/n 0.60 / 0.90, norm_match 0.80 / 0.90; decoder 1/n 0.90, norm_match 0.75.
+    # Columns: 1/n 0.80 < norm_match 0.817. Models: 1/n (0.75 + 0.90) / 2 = 0.825 > norm_match (0.85 + 0.75) / 2 = 0.80
+    encoder = {
+        regime: {"configs": [row("ties", 0.9, {"1/n": (v1, 0.9), "norm_match": (vn, 0.9)})]}
+        for regime, v1, vn in (("same", 0.60, 0.80), ("distinct", 0.90, 0.90))
+    }
+    decoder = {"same": {"configs": [row("ties", 0.9, {"1/n": (0.90, 0.9), "norm_match": (0.75, 0.9)})]}}
+    split = across_models({"encoder": {"regimes": encoder}, "decoder": {"regimes": decoder}})
+    assert choices(split)[0]["chosen"] == "1/n"
+    assert choices({"regimes": split["regimes"]})[0]["chosen"] == "norm_match"  # the column mean would pick this
