@@ -84,7 +84,7 @@ def rule_choice_section(results: dict, *, heading: str = HEADING) -> list[str]:
         return []
     regimes = list(results["regimes"])
     slash = " / ".join(regimes)
-    over = "the models (each model's own regimes averaged first)" if results.get("models") else "them"
+    over = "the models, each model's own regimes averaged first" if results.get("models") else "them"
     lines = [
         "",
         heading,
