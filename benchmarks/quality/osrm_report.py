@@ -122,7 +122,7 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
         f"{kept_cells['default']} |",
         "| OSRM | " + " | ".join(pct(o_ind[t]) for t in tasks) + f" | {pct(fmean(o_ind.values()))} | {kept_cells['osrm']} |",
         "",
-        f"OSRM − default, mean individual accuracy: {100 * (fmean(o_ind.values()) - fmean(d_ind.values())):+.1f} points "
+        f"OSRM − default, mean individual accuracy: {pct(fmean(o_ind.values()) - fmean(d_ind.values()), signed=True)} points "
         f"{_ci(ind_diff, signed=True)}; OSRM individual / default individual (mean over tasks): "
         f"{pct(point(o_ref, d_ref))}% {_ci(ind_ratio)}.",
     ]
@@ -146,7 +146,7 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
         d_p, o_p = point(d["test_correct"], d_ref), point(o["test_correct"], d_ref)
         own_s = own.norm_mean(o["test_correct"])
         out.append(
-            f"| {name} | {pct(d_p)} {_ci(d_s)} | {pct(o_p)} {_ci(o_s)} | {100 * (o_p - d_p):+.1f} {_ci(o_s - d_s, signed=True)} | "
+            f"| {name} | {pct(d_p)} {_ci(d_s)} | {pct(o_p)} {_ci(o_s)} | {pct(o_p - d_p, signed=True)} {_ci(o_s - d_s, signed=True)} | "
             f"{pct(point(o['test_correct'], o_ref))} {_ci(own_s)} |"
         )
 
@@ -177,7 +177,7 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
             gap = boot.norm_mean(row["test_correct"]) - boot.norm_mean(at_one["test_correct"]) if at_one else None
             gaps[init] = gap
             gap_point = None if at_one is None else point(row["test_correct"], d_ref) - point(at_one["test_correct"], d_ref)
-            gap_cell = "–" if gap is None else f"{100 * gap_point:+.1f} {_ci(gap, signed=True)}"
+            gap_cell = "–" if gap is None else f"{pct(gap_point, signed=True)} {_ci(gap, signed=True)}"
             paired = "–"
             if init == "OSRM" and gap is not None and gaps["default"] is not None:
                 paired = f"{_ci(gap - gaps['default'], signed=True)}"
@@ -187,8 +187,8 @@ def _regime(results: dict, regime: str, tasks: list[str], grid: list[float]) -> 
                 at = row.get("at", {}).get(label)
                 named.append("–" if at is None else pct(point(at["test_correct"], d_ref)))
             out.append(
-                f"| {name if init == 'default' else ''} | {init} | {pct(c['best'])} | {100 * c['drop_at_1']:.1f} | "
-                f"{100 * c['mean_drop']:.1f} | {c['band']:.1f} | {gap_cell} | {paired} | " + " | ".join(named) + " |"
+                f"| {name if init == 'default' else ''} | {init} | {pct(c['best'])} | {pct(c['drop_at_1'])} | "
+                f"{pct(c['mean_drop'])} | {c['band']:.1f} | {gap_cell} | {paired} | " + " | ".join(named) + " |"
             )
 
     # the paper's claims, read off the intervals above

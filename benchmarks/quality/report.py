@@ -169,7 +169,7 @@ def _apart_table(apart: list[dict], main: list[dict], scores: Scores) -> list[st
         lines.append(
             f"| {row['method']} | {pct(row['test_norm_mean'])} (λ {_lam(row)}) | "
             f"{pct(Scores.mean(product, on))} (λ {_lam(product)}) | "
-            f"{100 * (Scores.mean(product, on) - row['test_norm_mean']):+.1f} | {ci(*interval(gap), signed=True)} |"
+            f"{pct(Scores.mean(product, on) - row['test_norm_mean'], signed=True)} | {ci(*interval(gap), signed=True)} |"
         )
     return lines
 

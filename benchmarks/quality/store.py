@@ -1,7 +1,8 @@
 """Each unit of work (one replicate's reference scores, one configuration's λ sweep, its test at λ = 1, one
-named rule's merge scored on validation and test) is written as a JSON file the moment it finishes, named by its content key (``keys.py``). A rerun
-loads what is there and computes only what is missing, so an interrupted run loses one unit at most, and
-a result made from other adapters, data, settings or code is never reused: its key differs."""
+named rule's merge scored on validation and test) is written as a JSON file the moment it finishes, named by
+its content key (``keys.py``). A rerun loads what is there and computes only what is missing, so an interrupted
+run loses one unit at most, and a result made from other adapters, data, settings or code is never reused: its
+key differs."""
 
 from __future__ import annotations
 
