@@ -143,7 +143,7 @@ def register(
         prepass: runs over every batch before the merge (``merge_core.conventions.model_wide_prepass``).
 
     The kernel returns the merge at λ = 1; the engine multiplies it by ``scaling`` (``merge_core.scaling``),
-    and ``AUTO_SCALING`` there must say which rule ``scaling: "auto"`` is for ``name``.
+    and ``AUTO_SCALING`` (``merge_core/auto_scaling.py``) must say which rule ``scaling: "auto"`` is for ``name``.
 
     Raises:
         RuntimeError: ``name`` is already registered, or has no row in ``AUTO_SCALING``.
@@ -154,7 +154,7 @@ def register(
             raise RuntimeError(f"merge method {name!r} registered twice")
         if name not in AUTO_SCALING:
             raise RuntimeError(
-                f"merge method {name!r} has no row in merge_core.scaling.AUTO_SCALING (what 'auto' scaling is for it)"
+                f"merge method {name!r} has no row in merge_core.auto_scaling.AUTO_SCALING (what 'auto' scaling is for it)"
             )
         _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear, prepass)
         return kernel

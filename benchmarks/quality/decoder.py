@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
+from benchmarks.quality import decoder_model
 from benchmarks.quality.cache import publish
 from benchmarks.quality.decoder_model import (
+    BASE_NAME,
     GGUF_FILE,
     MAX_LENGTH,
     TARGET_MODULES,
@@ -28,11 +31,13 @@ from benchmarks.quality.decoder_model import (
     label_token_ids,
     last_hidden,
     load_base,
+    native_bfloat16,
     padded,
     prompt_for,
+    train_amp,
 )
 from benchmarks.quality.evaluate import accuracies
-from benchmarks.quality.keys import digest
+from benchmarks.quality.keys import digest, source_fingerprint
 from benchmarks.quality.tasks import TaskData
 
 RANK = 16
@@ -55,14 +60,18 @@ def train_task(
     the folder of the PEFT adapter. Cached by everything that shapes the adapter (the training texts too).
 
     Args:
-        device: where to train; default cuda when available. Matmuls run in bfloat16 autocast on every
-            device (one procedure, whatever trains the adapter); the LoRA weights stay float32.
+        device: where to train; default cuda when available. Matmuls run in bfloat16 autocast where the
+            device computes bfloat16 natively, else in float32 (``decoder_model.train_amp``; the choice is in
+            the adapter's key); the LoRA weights stay float32.
         max_length: prompt tokens (decoder_model.encode); the evaluator should use the same.
     """
     device = torch.device(device or default_device())
     prompt = prompt_for(data.name, data.labels)
     texts, labels = data.train
-    folder = adapter_folder(data, seed=seed, steps=steps, cache=cache, batch_size=batch_size, lr=lr, max_length=max_length)
+    amp = train_amp(device)
+    folder = adapter_folder(
+        data, seed=seed, steps=steps, cache=cache, batch_size=batch_size, lr=lr, max_length=max_length, device=device
+    )
     if (folder / "task.json").exists():
         return folder
     torch.manual_seed(seed)
@@ -71,6 +80,8 @@ def train_task(
     label_rows = base.lm_head.weight[label_token_ids(tokenizer, data.name, data.labels)].detach().clone()
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=list(TARGET_MODULES))
     model = get_peft_model(base, config)
+    # the model's name, not the cache folder it was loaded from, so adapters from any checkout merge together
+    model.peft_config["default"].base_model_name_or_path = BASE_NAME
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10) * (1 - step / steps))
@@ -79,7 +90,7 @@ def train_task(
     for step in range(steps):
         batch = order.sample(range(len(rows)), min(batch_size, len(rows)))
         ids, last = padded([rows[i] for i in batch], tokenizer.pad_token_id, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             hidden = last_hidden(model.get_base_model(), ids, last)
         loss = F.cross_entropy(hidden.float() @ label_rows.T, torch.tensor([labels[i] for i in batch], device=device))
         optimizer.zero_grad()
@@ -90,22 +101,38 @@ def train_task(
             progress(step + 1, steps, loss.item())
     record = {"task": data.name, "labels": data.labels, "suffix": prompt.suffix, "words": prompt.words}
     record |= {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length}
+    record |= {"amp_dtype": str(amp)}
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), save_embedding_layers=False)  # no embeddings trained; "auto" asks the Hub
         (tmp / "task.json").write_text(json.dumps(record, indent=1))
 
     return publish(folder, write)
 
 
 def adapter_folder(
-    data: TaskData, *, seed: int, steps: int, cache: Path, batch_size: int = 16, lr: float = 5e-4, max_length: int = MAX_LENGTH
+    data: TaskData,
+    *,
+    seed: int,
+    steps: int,
+    cache: Path,
+    batch_size: int = 16,
+    lr: float = 5e-4,
+    max_length: int = MAX_LENGTH,
+    device: str | torch.device | None = None,
 ) -> Path:
     """Where ``train_task`` keeps this adapter: named by seed, steps, training size and a hash of the rest
-    of what shapes it (model file, LoRA shape, prompt, batch, lr, the training texts and labels)."""
+    of what shapes it (model file, LoRA shape, prompt, batch, lr, the training texts and labels, the autocast
+    dtype training uses on ``device``, the code that trains and the versions of the libraries it runs on)."""
     prompt = prompt_for(data.name, data.labels)
     texts, labels = data.train
-    key = digest([GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr, texts, labels])
+    code = source_fingerprint(
+        train_task, decoder_model.encode, decoder_model.load_base, decoder_model.last_hidden, decoder_model.padded
+    )
+    versions = {name: version(name) for name in ("torch", "transformers", "peft", "tokenizers")}
+    shape = [GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr]
+    amp = str(train_amp(torch.device(device or default_device())))
+    key = digest([*shape, texts, labels, amp, code, versions])
     return cache / f"decoder-{data.name}-seed{seed}-steps{steps}-n{len(texts)}-{key[:12]}"
 
 
@@ -119,10 +146,11 @@ class Evaluator:
     Args:
         folders: the trained adapters' folders; only their prompt is checked against today's.
         device: default cuda when available.
-        amp_dtype: matmuls run in this autocast dtype (norms, residual stream and weights stay float32),
-            as in training; ``None`` for plain float32. Default: bfloat16 on the CPU, where it runs 2.8x
-            faster than float32 (AMX) but moves a label logit by 0.06-0.17 on average and flips 2-5% of
-            wordnet_supersense's predictions; float32 on cuda, where it is fast anyway.
+        amp_dtype: matmuls run in this autocast dtype (norms, residual stream and weights stay float32);
+            ``None`` for plain float32. Default (``auto_amp``): bfloat16 on a CPU that computes it natively,
+            where it runs 2.8x faster than float32 (AMX) but moves a label logit by 0.06-0.17 on average and
+            flips 2-5% of wordnet_supersense's predictions; float32 on other CPUs (bfloat16 is emulated there,
+            6x slower) and on cuda, where it is fast anyway.
         batch_tokens: padded tokens per batch.
     """
 
@@ -206,8 +234,9 @@ class Evaluator:
 
 
 def auto_amp(device: torch.device) -> torch.dtype | None:
-    """The evaluator's default autocast dtype: bfloat16 on the CPU, none (float32) elsewhere."""
-    return torch.bfloat16 if device.type == "cpu" else None
+    """The evaluator's default autocast dtype: bfloat16 on a CPU that computes it natively, none (float32)
+    elsewhere."""
+    return torch.bfloat16 if device.type == "cpu" and native_bfloat16(device) else None
 
 
 def _batches(rows: list[list[int]], budget: int, pad_id: int, device) -> tuple[list, torch.Tensor]:

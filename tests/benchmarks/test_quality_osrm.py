@@ -21,13 +21,13 @@ from benchmarks.quality.osrm_init import (
     OsrmSettings,
     osrm_adapter_key,
     target_module_names,
-    train_from_init,
     train_osrm_task,
 )
 from benchmarks.quality.osrm_report import HEADING, osrm_section
 from benchmarks.quality.report import write_report
 from benchmarks.quality.tasks import load_task
-from benchmarks.quality.train import TrainSettings, adapter_key, train_task
+from benchmarks.quality.train import TrainSettings, adapter_key, train_lora, train_task
+from merge_core.adapters import load_adapter
 
 TASKS = ["bbc_topic", "rt_sentiment", "rt_subjectivity"]
 SETTINGS = OsrmSettings(samples_per_task=12, batch_size=5)  # batches of 5 with padding: pooling must exclude it
@@ -111,15 +111,19 @@ def test_training_starts_from_the_osrm_a_and_keys_stay_apart(tasks, init, tmp_pa
     assert osrm_adapter_key(data, 0, settings, OsrmInit(tasks[:2], SETTINGS)) != key
 
 
-def test_train_from_init_without_init_is_train_task(tasks, tmp_path):
-    """The OSRM trainer copies train_task's loop; with no init it must train the very same adapter and head."""
+def test_both_inits_train_with_one_loop_and_name_their_base_not_its_folder(tasks, init, tmp_path):
+    """With no init, train_lora trains the very adapter train_task trains; with OSRM's A the head and batches
+    are the same draws, so the adapters differ in A's start only; every adapter names its base by the model's
+    name, so adapters trained from two checkouts (two venv paths) merge together."""
     settings = TrainSettings(steps=2, batch_size=8)
     data = tasks[1]
-    ours = train_from_init(data, seed=3, settings=settings, folder=tmp_path / "ours", init=None)
+    ours = train_lora(data, seed=3, settings=settings, folder=tmp_path / "ours")
     theirs = train_task(data, seed=3, settings=settings, cache=tmp_path / "default")
     for file in ("adapter_model.safetensors", "head.safetensors"):
         a, b = load_file(str(ours / file)), load_file(str(theirs / file))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+    osrm = train_osrm_task(data, seed=3, settings=settings, cache=tmp_path / "osrm", init=init)
+    assert {load_adapter(f).base_model for f in (theirs, osrm)} == {"sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def test_smoke_init_both_reuses_default_units_and_reports_both(tmp_path, monkeypatch):
