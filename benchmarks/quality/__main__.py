@@ -48,6 +48,8 @@ from benchmarks.quality.train import TrainSettings  # noqa: E402
 
 DEFAULT_TASKS = ["bbc_topic", "rt_sentiment", "rt_subjectivity", "tweet_sentiment", "wordnet_supersense"]
 RESULTS = Path("benchmarks/results")
+SMOKE = RESULTS / "smoke"  # where --smoke keeps its adapters, units and JSON by default: git ignores it, so a smoke
+# run never touches the committed results (benchmarks/results/README.md)
 # per model, what an option left out means
 DEFAULTS = {
     "encoder": {
@@ -121,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
         "--smoke",
         action="store_true",
         help="tiny sizes (2 seeds, at most 12 steps, 96 training and 32 evaluation examples, 4-point grid, 4 extra rows); "
-        "checks the pipeline, writes no docs",
+        "checks the pipeline, writes no docs; --cache, --runs and --out default to benchmarks/results/smoke/",
     )
     return p
 
@@ -142,7 +144,7 @@ def resolve(cli: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.
     args.n_test = args.n_eval if args.n_test is None else args.n_test
     for option, value in DEFAULTS[args.model].items():
         if getattr(args, option) is None:
-            setattr(args, option, value)
+            setattr(args, option, SMOKE / value.relative_to(RESULTS) if args.smoke and isinstance(value, Path) else value)
     if min(args.n_seeds, args.steps, args.n_val, args.n_test) < 1 or not args.grid or min(args.grid) <= 0:
         cli.error("--n-seeds, --steps, --n-val and --n-test must be at least 1, and --grid positive values")
     if args.all_rows_on is not None and args.all_rows_on < 0:
@@ -208,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     results["compute_seconds"] = round(store.seconds, 1)  # what every unit took when computed, resumed ones included
     results["units"] = {"computed": len(store.computed), "resumed": len(store.loaded)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    partial = args.out.with_name(args.out.name + ".tmp")  # renamed when whole: the committed JSON is never cut short
+    partial.write_text(json.dumps(results, indent=1))
+    partial.replace(args.out)
     check(results)
     if "osrm" in results:
         check({"grid": grid, "regimes": results["osrm"]["regimes"]})

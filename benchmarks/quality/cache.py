@@ -11,9 +11,6 @@ def publish(folder: Path, write: Callable[[Path], None]) -> Path:
     """``write`` fills ``<folder>.tmp``, which is then renamed to ``folder``: an interrupted run leaves no
     ``folder`` behind, so the next run trains again. A ``.tmp`` left by such a run is removed first, or its
     stale files would be published with the new ones.
-
-    train.py keeps its own copy of these lines: its ``train_task`` source is part of its adapters' cache key,
-    and moving them here would retrain every cached encoder adapter for no change in what they hold.
     """
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():

@@ -101,7 +101,7 @@ def train_task(
             progress(step + 1, steps, loss.item())
     record = {"task": data.name, "labels": data.labels, "suffix": prompt.suffix, "words": prompt.words}
     record |= {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "max_length": max_length}
-    record |= {"amp_dtype": str(amp)}
+    record |= {"amp_dtype": str(amp), "base_file": GGUF_FILE}  # the name above is the Hub's; this, what trained
 
     def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), save_embedding_layers=False)  # no embeddings trained; "auto" asks the Hub
@@ -126,9 +126,8 @@ def adapter_folder(
     dtype training uses on ``device``, the code that trains and the versions of the libraries it runs on)."""
     prompt = prompt_for(data.name, data.labels)
     texts, labels = data.train
-    code = source_fingerprint(
-        train_task, decoder_model.encode, decoder_model.load_base, decoder_model.last_hidden, decoder_model.padded
-    )
+    model = (decoder_model.base_dir, decoder_model.load_base, decoder_model.encode, decoder_model.label_token_ids)
+    code = source_fingerprint(train_task, *model, decoder_model.last_hidden, decoder_model.padded)
     versions = {name: version(name) for name in ("torch", "transformers", "peft", "tokenizers")}
     shape = [GGUF_FILE, RANK, ALPHA, TARGET_MODULES, prompt.suffix, prompt.words, max_length, batch_size, lr]
     amp = str(train_amp(torch.device(device or default_device())))
@@ -148,9 +147,9 @@ class Evaluator:
         device: default cuda when available.
         amp_dtype: matmuls run in this autocast dtype (norms, residual stream and weights stay float32);
             ``None`` for plain float32. Default (``auto_amp``): bfloat16 on a CPU that computes it natively,
-            where it runs 2.8x faster than float32 (AMX) but moves a label logit by 0.06-0.17 on average and
-            flips 2-5% of wordnet_supersense's predictions; float32 on other CPUs (bfloat16 is emulated there,
-            6x slower) and on cuda, where it is fast anyway.
+            where matmuls ran 2.7-2.8x faster than float32 (AVX512-BF16, AMX) but a label logit moves by
+            0.06-0.17 on average and 2-5% of wordnet_supersense's predictions flip; float32 on other CPUs
+            (bfloat16 is emulated there, 6x slower) and on cuda, where it is fast anyway.
         batch_tokens: padded tokens per batch.
     """
 

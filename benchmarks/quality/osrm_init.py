@@ -133,7 +133,7 @@ def osrm_adapter_key(data: TaskData, seed: int, settings: TrainSettings, init: O
             "others_samples": [
                 data_fingerprint(task_samples(t, init.settings), [], [t.name]) for t in init.tasks if t.name != data.name
             ],
-            "code": source_fingerprint(train_lora, OsrmInit, target_module_names, task_samples, osrm_core),
+            "code": source_fingerprint(train_osrm_task, train_lora, OsrmInit, target_module_names, task_samples, osrm_core),
         }
     )
 

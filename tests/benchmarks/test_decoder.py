@@ -174,8 +174,13 @@ def test_autocast_is_bfloat16_only_where_the_device_computes_it_natively(monkeyp
     from benchmarks.quality.decoder import auto_amp
 
     cpu = torch.device("cpu")
-    for native in (True, False):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+    for avx512_bf16, amx in [(True, False), (False, True), (False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        native = avx512_bf16 or amx
         expected = torch.bfloat16 if native else None
         assert decoder_model.native_bfloat16(cpu) is native
         assert decoder_model.train_amp(cpu) is expected and auto_amp(cpu) is expected
+    # oneDNN calls any AVX-512 CPU bfloat16-capable, emulating it where the instructions are missing: not native
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert decoder_model.native_bfloat16(cpu) is False

@@ -33,6 +33,26 @@ def test_each_model_has_its_defaults_and_n_eval_sets_both_sizes():
         options("--max-length", "32")  # the encoder's is fixed
 
 
+def test_a_smoke_run_writes_where_git_ignores_it_and_a_real_run_where_git_keeps_it():
+    """The real runs' units and JSON are committed (benchmarks/results/README.md); a smoke must not touch them."""
+    import subprocess
+
+    def ignored(path: Path) -> bool:
+        check = subprocess.run(["git", "check-ignore", "--no-index", "-q", str(path)], cwd=Path(__file__).parents[2])
+        return check.returncode == 0
+
+    for model in ("encoder", "decoder"):
+        real, smoke = options("--model", model), options("--model", model, "--smoke")
+        for option in ("cache", "runs", "out"):
+            assert getattr(smoke, option).is_relative_to("benchmarks/results/smoke")
+            assert ignored(getattr(smoke, option) / "unit.json") and ignored(getattr(smoke, option))
+        assert not ignored(real.out) and not ignored(real.runs / "0123abcd.json")
+        assert ignored(real.cache / "task-seed0-0123" / "adapter_model.safetensors")
+        assert ignored(real.runs / "0123abcd.json.4242.tmp") and ignored(real.out.with_name(real.out.name + ".tmp"))
+    explicit = options("--smoke", "--out", "elsewhere.json")
+    assert explicit.out == Path("elsewhere.json")
+
+
 def test_a_section_is_replaced_in_place_and_kept_by_a_whole_report(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Encoder\n\ntable 1\n")
