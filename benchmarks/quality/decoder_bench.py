@@ -31,6 +31,11 @@ from benchmarks.quality.sweep import Replicate
 from benchmarks.quality.tasks import TaskData
 
 SECTION = "decoder"
+WITHOUT_ENCODER = (
+    "The encoder's results (benchmarks/results/quality.json) were not on disk when this ran, so this section leaves "
+    "out the rule `auto` should stand for over both models; the last such choice, and the table it was made from, "
+    "are in [METHOD.md §6](METHOD.md#6-defaults-chosen-from-the-quality-benchmark)."
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,8 @@ def _matmuls(amp_dtype: str) -> str:
 
 def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dict | None = None) -> None:
     """The decoder's section of docs/benchmarks.md (one heading level below the encoder's) and its charts; with
-    the encoder's results, it ends on the rule ``auto`` should stand for, chosen on both models' validation."""
+    the encoder's results, it ends on the rule ``auto`` should stand for, chosen on both models' validation, and
+    without them on a pointer to the last such choice (METHOD.md §6)."""
     lines = render(results, command=command, make_header=header, prefix="quality_decoder", base_label="base model")
     if encoder is not None:
         across = rule_choice_section(across_models({"encoder": encoder, "decoder": results}), heading=ACROSS_MODELS)
@@ -162,6 +168,8 @@ def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dic
                 "(benchmarks/results/quality.json); an encoder run leaves this table as it was, so rerun the decoder's "
                 "command after one (it resumes every unit) to bring it up to date.",
             ]
+    else:
+        lines += ["", WITHOUT_ENCODER]
     lines = ["#" + line if line.startswith("#") else line for line in lines]
     docs.mkdir(exist_ok=True)
     write_section(docs / "benchmarks.md", SECTION, "\n".join(lines))

@@ -112,7 +112,9 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
     assert f"Training ran its matmuls in {matmuls} (LoRA weights in float32) and evaluation in {matmuls}, on cpu" in section
     assert "| do_merging |" in section and "quality_decoder_normalized.png" in section
     assert (docs / "quality_decoder_normalized.png").exists() and (docs / "quality_decoder_ortho_mu.png").exists()
-    assert "both models" not in section
+    assert "both models\n" not in section and section.rstrip().endswith(
+        decoder_bench.WITHOUT_ENCODER + "\n<!-- end of decoder section -->"
+    )
     # with the encoder's results (here the decoder's own, given rule scores, stand in), the section ends on the
     # rule chosen on both models' validation
     scored = copy.deepcopy(results)

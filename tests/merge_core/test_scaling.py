@@ -149,10 +149,11 @@ def test_a_bad_scaling_says_what_it_takes(value, words):
 
 def test_do_merging_applies_one_rule_once():
     do = get_method("do_merging")
-    assert resolve("do_merging", do.parse_params({})).rule == "1/sqrt(n)"
+    assert resolve("do_merging", do.parse_params({})).rule == AUTO_SCALING["do_merging"] == "norm_match"
+    assert AUTO_SCALING["task_arithmetic"] != "norm_match" != AUTO_SCALING["dare_linear"]  # so the two lines below tell
     # Without the descent the updates keep their overlap: auto is then the inner method's rule.
     assert resolve("do_merging", do.parse_params({"orthogonalize": False})).rule == AUTO_SCALING["task_arithmetic"]
-    assert resolve("do_merging", do.parse_params({"ortho_steps": 0, "merge": "ties"})).rule == AUTO_SCALING["ties"]
+    assert resolve("do_merging", do.parse_params({"ortho_steps": 0, "merge": "dare_linear"})).rule == AUTO_SCALING["dare_linear"]
     for rule in ("auto", "1/n", "norm_match"):
         with pytest.raises(errors.InvalidParamsError, match="give .* as do_merging's own scaling"):
             do.parse_params({"merge": "ties", "merge_params": {"scaling": rule}})
@@ -188,10 +189,12 @@ def test_the_diagnostics_and_the_model_card_say_what_was_asked_and_applied(tmp_p
 
     summary, saved, card = merge("auto", "task_arithmetic", {})
     assert saved["summary"] == summary
-    assert (summary["scaling_requested"], summary["scaling_rule"], summary["scaling_mean"]) == ("auto", "1/n", 0.5)
-    assert all(module["scaling"] == 0.5 for module in saved["modules"].values())
-    assert "Scaling (λ): `auto`, this method's rule `1/n` (merge_core/auto_scaling.py `AUTO_SCALING`" in card
-    assert "λ = 0.5 in every module (n: the adapters that carry the module)." in card
+    half = 1 / math.sqrt(2)  # Task Arithmetic's auto is 1/sqrt(n), two adapters
+    assert (summary["scaling_requested"], summary["scaling_rule"]) == ("auto", "1/sqrt(n)")
+    assert summary["scaling_mean"] == pytest.approx(half, rel=1e-12)
+    assert all(module["scaling"] == pytest.approx(half, rel=1e-12) for module in saved["modules"].values())
+    assert "Scaling (λ): `auto`, this method's rule `1/sqrt(n)` (merge_core/auto_scaling.py `AUTO_SCALING`" in card
+    assert "λ = 0.707107 in every module (n: the adapters that carry the module)." in card
 
     summary, saved, card = merge("norm", "do_merging", {"scaling": "norm_match"})
     assert summary["scaling_rule"] == "norm_match" and summary["scaling_min"] < summary["scaling_max"]
