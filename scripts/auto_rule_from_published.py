@@ -26,19 +26,26 @@ from benchmarks.quality.rule_choice import ACROSS_MODELS, RULES, across_models, 
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
-def table_rows(text: str, header_start: str) -> list[list[str]]:
-    """The cells of the markdown table whose header line starts with ``header_start`` (header and rule skipped)."""
-    lines = text.split(header_start, 1)[1].splitlines()[2:]
+def table(text: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header line starts with ``header_start``, as {column name: cell}."""
+    lines = text.split(header_start, 1)[1].splitlines()
+    header = [cell.strip() for cell in (header_start + lines[0]).strip().strip("|").split("|")]
     rows = []
-    for line in lines:
+    for line in lines[2:]:
         if not line.startswith("|"):
             break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        rows.append(dict(zip(header, (cell.strip() for cell in line.strip().strip("|").split("|")), strict=True)))
     return rows
 
 
-def fraction(cell: str) -> float:
-    return float(NUMBER.match(cell).group()) / 100
+def fraction(cell: str) -> float | None:
+    """A published percentage as a fraction; None for "–" (the method does not take the rule)."""
+    if cell == "–":
+        return None
+    match = NUMBER.match(cell.replace("−", "-"))
+    if match is None:
+        raise ValueError(f"not a published number: {cell!r}")
+    return float(match.group()) / 100
 
 
 def encoder_results(docs: str) -> dict:
@@ -46,22 +53,22 @@ def encoder_results(docs: str) -> dict:
     encoder = docs.split("<!-- decoder section", 1)[0]
     same, rest = encoder.split("## Adapters trained from a distinct seed per task", 1)
     distinct, choice = rest.split('## Which rule `scaling: "auto"` stands for', 1)
-    val = {row[0]: row[1 : 1 + len(RULES)] for row in table_rows(choice, "| method | val at")}
+    if "(same / distinct seeds)" not in choice:
+        raise ValueError("the encoder's rule table is not in the order same / distinct seeds")
+    val = {row["method"]: row for row in table(choice, "| method | val at")}
     regimes = {}
     for index, (regime, text) in enumerate((("same", same), ("distinct", distinct))):
         configs = []
-        for row in table_rows(text, "| configuration | at chosen λ"):
-            name, cells = row[0], dict(zip(("1/n", "1/sqrt(n)", "norm_match"), row[4:7], strict=True))
-            at = {
-                rule: {
-                    "test_norm_mean": fraction(cell),
-                    "val_norm_mean": fraction(val[name][RULES.index(rule)].split(" / ")[index]),
-                }
-                for rule, cell in cells.items()
-                if NUMBER.match(cell)
-            }
+        for row in table(text, "| configuration | at chosen λ"):
+            name = row["configuration"]
+            at = {}
+            for rule in RULES:
+                test, validation = fraction(row[f"at {rule}"]), fraction(val[name][f"val at {rule}"].split(" / ")[index])
+                if test is not None and validation is not None:
+                    at[rule] = {"test_norm_mean": test, "val_norm_mean": validation}
             method = name.split(" ")[0]
-            configs.append({"name": name, "method": method, "table": "main", "test_norm_mean": fraction(row[1]), "at": at})
+            chosen = fraction(row["at chosen λ"])
+            configs.append({"name": name, "method": method, "table": "main", "test_norm_mean": chosen, "at": at})
         regimes[regime] = {"configs": configs}
     return {"regimes": regimes}
 
