@@ -189,10 +189,10 @@ def test_the_diagnostics_and_the_model_card_say_what_was_asked_and_applied(tmp_p
 
     summary, saved, card = merge("auto", "task_arithmetic", {})
     assert saved["summary"] == summary
-    half = 1 / math.sqrt(2)  # Task Arithmetic's auto is 1/sqrt(n), two adapters
+    one_over_sqrt2 = 1 / math.sqrt(2)  # Task Arithmetic's auto is 1/sqrt(n), two adapters
     assert (summary["scaling_requested"], summary["scaling_rule"]) == ("auto", "1/sqrt(n)")
-    assert summary["scaling_mean"] == pytest.approx(half, rel=1e-12)
-    assert all(module["scaling"] == pytest.approx(half, rel=1e-12) for module in saved["modules"].values())
+    assert summary["scaling_mean"] == pytest.approx(one_over_sqrt2, rel=1e-12)
+    assert all(module["scaling"] == pytest.approx(one_over_sqrt2, rel=1e-12) for module in saved["modules"].values())
     assert "Scaling (λ): `auto`, this method's rule `1/sqrt(n)` (merge_core/auto_scaling.py `AUTO_SCALING`" in card
     assert "λ = 0.707107 in every module (n: the adapters that carry the module)." in card
 
