@@ -3,6 +3,7 @@ terminal state once; the queue bound answers 429 with Retry-After."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from jobs.processes import die_with_parent
 from support.factories import write_adapter_folder
 from support.stack import KEYS, ProcessStack, free_port
 
@@ -70,6 +72,7 @@ def queue_bound(stack: ProcessStack) -> dict:
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port), "--log-level", "warning"],
         env=env,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # a killed suite leaves no API behind
     )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from jobs.processes import die_with_parent
 from support.factories import write_adapter_folder
 from support.standins.server import free_port
 
@@ -42,6 +43,7 @@ class Serve:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # a killed suite leaves no serve behind
             )  # fmt: skip
         if wait:
             deadline = time.monotonic() + 120

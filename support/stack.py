@@ -15,11 +15,15 @@ from pathlib import Path
 import httpx
 
 from app.embedded import webhook_worker_command, worker_command
-from jobs.processes import stop_processes
+from jobs.processes import die_with_parent, stop_processes
 from jobs.redis_server import RedisServer
 from jobs.settings import Settings
 from support.standins.hub import HubStandIn
 from support.standins.server import free_port
+
+# Every process of a stack gets SIGTERM when the process that started it dies, so a test run that is
+# killed (kill -9, a CI timeout) leaves no workers, API or Redis behind to eat the next run's CPU.
+_die_with_test_run = die_with_parent(signal.SIGTERM)
 
 KEYS = {"alice": "rel-key-alice-4f9a", "bob": "rel-key-bob-77c1"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -72,6 +76,7 @@ class ProcessStack:
         limit = self.worker_file_limit
 
         def limit_files() -> None:
+            _die_with_test_run()
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
@@ -85,14 +90,14 @@ class ProcessStack:
         log = (self.base / "webhook-worker.log").open("ab")
         return subprocess.Popen(
             webhook_worker_command(self.settings, f"rel-webhooks-{time.monotonic_ns()}@%h"),
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_test_run,
         )  # fmt: skip
 
     def start_api(self) -> None:
         log = (self.base / "api.log").open("ab")
         self.api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_test_run,
         )  # fmt: skip
 
     def kill_api(self) -> None:

@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from jobs.processes import die_with_parent
 from support.factories import write_adapter_folder
 from support.standins.hub import HubStandIn
 from support.standins.receiver import WebhookReceiver
@@ -58,6 +59,7 @@ def test_serve_writes_json_logs_per_process_without_secrets(tmp_path):
     serve = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "serve.err").open("wb"),
+        preexec_fn=die_with_parent(signal.SIGTERM),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from jobs.processes import die_with_parent
 from jobs.redis_server import redis_executable
 from support.factories import write_adapter_folder
 from support.standins.server import free_port
@@ -50,9 +51,13 @@ def test_readme_recipe_runs_a_job_with_a_real_redis_server(tmp_path):
         env["PATH"] = f"{stand_in}{os.pathsep}{env['PATH']}"
     sources = [str(write_adapter_folder(roots / name, seed=seed)) for name, seed in (("a", 5), ("b", 6))]
     log = (tmp_path / "processes.log").open("wb")
+    # If the test run dies, bash gets SIGTERM and passes it to its process group: nothing stays behind.
+    on_term = "trap 'trap - TERM; kill 0' TERM\n"
     processes = subprocess.Popen(
-        ["bash", "-euc", script + "\nwait\n"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+        ["bash", "-euc", on_term + script + "\nwait\n"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),
+    )  # fmt: skip
     url = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 180
