@@ -13,7 +13,8 @@ task, each task as next-token prediction of a label word, no heads: benchmarks/q
 decoder has its own adapter cache, units, results JSON and section of docs/benchmarks.md.
 
 Regimes: "same" trains every task of replicate k from seed SEED+k (as public adapters usually are);
-"distinct" trains task i of replicate k from seed SEED+1+i+k·(number of tasks).
+"distinct" trains task i of replicate k from seed SEED+1+i+k·(number of tasks). Each regime runs --n-seeds
+replicates, or the distinct one --n-seeds-distinct (a regime computed later can be rendered at fewer).
 
 --init osrm / both: every main-table method also on adapters trained from their OSRM initialisation
 (benchmarks/quality/osrm_init.py), the default replicates' seeds and examples; "both" pairs the two inits.
@@ -39,7 +40,7 @@ from benchmarks.quality.aggregate import aggregate_regime, check  # noqa: E402
 from benchmarks.quality.configs import NAMED_SCALINGS, SCALING_GRID  # noqa: E402
 from benchmarks.quality.osrm_init import run_osrm  # noqa: E402
 from benchmarks.quality.report import write_report  # noqa: E402
-from benchmarks.quality.run import configs_for, run_regime  # noqa: E402
+from benchmarks.quality.run import configs_for, replicates_in, run_regime  # noqa: E402
 from benchmarks.quality.store import Store  # noqa: E402
 from benchmarks.quality.sweep import Replicate, SharedEvaluator  # noqa: E402
 from benchmarks.quality.tasks import load_task, task_names  # noqa: E402
@@ -84,6 +85,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help=_per_model("max_length", "decoder only: prompt tokens (the text is cut)"))
     p.add_argument("--seeds", choices=["same", "distinct", "both"], default="both", help="training-seed regimes")
     p.add_argument("--n-seeds", type=int, default=3, help="seed replicates per regime (intervals include their spread)")
+    p.add_argument(
+        "--n-seeds-distinct",
+        type=int,
+        help="seed replicates of the distinct regime, where it has fewer than the same regime so far (a run that "
+        "computes one regime at a time renders both, each at its own count); default: --n-seeds",
+    )
     p.add_argument("--seed", type=int, default=0, help="first training seed (see Regimes above)")
     p.add_argument(
         "--all-rows-on",
@@ -145,12 +152,14 @@ def resolve(cli: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.
     for option, value in DEFAULTS[args.model].items():
         if getattr(args, option) is None:
             setattr(args, option, SMOKE / value.relative_to(RESULTS) if args.smoke and isinstance(value, Path) else value)
-    if min(args.n_seeds, args.steps, args.n_val, args.n_test) < 1 or not args.grid or min(args.grid) <= 0:
-        cli.error("--n-seeds, --steps, --n-val and --n-test must be at least 1, and --grid positive values")
+    args.n_seeds_distinct = args.n_seeds if args.n_seeds_distinct is None else args.n_seeds_distinct
+    if min(args.n_seeds, args.n_seeds_distinct, args.steps, args.n_val, args.n_test) < 1 or not args.grid or min(args.grid) <= 0:
+        cli.error("--n-seeds, --n-seeds-distinct, --steps, --n-val and --n-test must be at least 1, and --grid positive values")
     if args.all_rows_on is not None and args.all_rows_on < 0:
         cli.error("--all-rows-on must be 0 (key rows only) or more")
     if args.smoke:
         args.steps, args.seeds, args.n_seeds = min(args.steps, 12), "same", min(args.n_seeds, 2)
+        args.n_seeds_distinct = min(args.n_seeds_distinct, 2)
         args.n_train, args.n_val, args.n_test = min(args.n_train, 96), min(args.n_val, 32), min(args.n_test, 32)
         if args.grid == list(SCALING_GRID):
             args.grid = [0.1, 0.32, 1.0, 3.2]
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_eval": args.n_val if args.n_val == args.n_test else None,
         "n_val": args.n_val,
         "n_test": args.n_test,
-        "n_seeds": args.n_seeds,
+        "n_seeds": {regime: replicates_in(args, regime) for regime in regimes},
         "all_rows_on": args.all_rows_on,
         "regimes": {},
     }

@@ -57,6 +57,13 @@ def replicate_seeds(regime: str, k: int, tasks: list[TaskData], first: int) -> d
     return {t.name: first + 1 + i + k * len(tasks) for i, t in enumerate(tasks)}
 
 
+def replicates_in(args, regime: str) -> int:
+    """How many seed replicates ``regime`` runs: ``--n-seeds``, or ``--n-seeds-distinct`` for the distinct regime."""
+    if regime == "distinct":
+        return getattr(args, "n_seeds_distinct", None) or args.n_seeds
+    return args.n_seeds
+
+
 def scalings_at(config: dict) -> list[float | str]:
     """Besides the chosen λ, a main-table row is tested at λ = 1 and at every named rule its method takes."""
     if config["table"] != "main":
@@ -112,7 +119,8 @@ def run_regime(
     decoder_bench.DecoderReplicate for the decoder,
     osrm_init.OsrmReplicate for adapters trained from their OSRM init."""
     replicates, units = [], []
-    for k in range(args.n_seeds):
+    n_replicates = replicates_in(args, regime)
+    for k in range(n_replicates):
         seeds = replicate_seeds(regime, k, tasks, args.seed)
         rep = replicate(regime, k, tasks, seeds, settings, args.cache, shared)
         rep_key = rep.key()
@@ -121,7 +129,7 @@ def run_regime(
         rows = {}
         for config in tqdm(
             rows_on(configs, k, args.all_rows_on),
-            desc=f"merge+evaluate ({regime} seeds, replicate {k + 1}/{args.n_seeds})",
+            desc=f"merge+evaluate ({regime} seeds, replicate {k + 1}/{n_replicates})",
             file=sys.stderr,
         ):
             base = {"config": canonical(config), "replicate": rep_key}

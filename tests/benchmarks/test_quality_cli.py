@@ -69,3 +69,36 @@ def test_a_section_is_replaced_in_place_and_kept_by_a_whole_report(tmp_path):
     assert text.startswith("# Encoder\n\ntable 2\n\n") and "table 1" not in text
     assert sections(text) == {"decoder": "## Decoder\n\nnew\n"}
     assert replace_section("", "decoder", "x").startswith("<!-- decoder section:")
+
+
+def test_the_distinct_regime_can_run_fewer_replicates_than_the_same_one():
+    """A regime computed later (the decoder's distinct seeds) is rendered beside a finished one at its own count."""
+    from types import SimpleNamespace
+
+    from benchmarks.quality.run import replicates_in, run_regime
+
+    args = options("--n-seeds", "3", "--n-seeds-distinct", "1")
+    assert (replicates_in(args, "same"), replicates_in(args, "distinct")) == (3, 1)
+    default = options("--n-seeds", "2")
+    assert (replicates_in(default, "same"), replicates_in(default, "distinct")) == (2, 2)
+    assert options("--smoke", "--n-seeds-distinct", "5").n_seeds_distinct == 2
+    with pytest.raises(SystemExit):
+        options("--n-seeds-distinct", "0")
+
+    made = []
+
+    class Counted:  # a replicate that only records which replicates the regime asked for
+        def __init__(self, regime, k, *_):
+            made.append((regime, k))
+
+        def key(self):
+            return f"{made[-1]}"
+
+        def release(self):
+            pass
+
+    store = SimpleNamespace(unit=lambda key, compute, label="": {"key": key})
+    run = dict(args=args, settings=None, store=store, shared=None, replicate=Counted)
+    for regime in ("same", "distinct"):
+        run_regime(regime, [], [], [1.0], **run)
+    assert made == [("same", 0), ("same", 1), ("same", 2), ("distinct", 0)]
