@@ -88,8 +88,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--n-seeds-distinct",
         type=int,
-        help="seed replicates of the distinct regime, where it has fewer than the same regime so far (a run that "
-        "computes one regime at a time renders both, each at its own count); default: --n-seeds",
+        help="seed replicates of the distinct regime, so that a regime computed later renders beside a finished one "
+        "at its own count; default: --n-seeds",
     )
     p.add_argument("--seed", type=int, default=0, help="first training seed (see Regimes above)")
     p.add_argument(

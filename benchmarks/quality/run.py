@@ -58,10 +58,9 @@ def replicate_seeds(regime: str, k: int, tasks: list[TaskData], first: int) -> d
 
 
 def replicates_in(args, regime: str) -> int:
-    """How many seed replicates ``regime`` runs: ``--n-seeds``, or ``--n-seeds-distinct`` for the distinct regime."""
-    if regime == "distinct":
-        return getattr(args, "n_seeds_distinct", None) or args.n_seeds
-    return args.n_seeds
+    """How many seed replicates ``regime`` runs: ``--n-seeds``, or ``--n-seeds-distinct`` for the distinct regime
+    (``__main__.resolve`` fills it from ``--n-seeds`` when left out)."""
+    return args.n_seeds_distinct if regime == "distinct" else args.n_seeds
 
 
 def scalings_at(config: dict) -> list[float | str]:
