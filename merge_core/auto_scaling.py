@@ -10,21 +10,22 @@ value is a rule of ``scaling.ScalingRule``.
 # What `scaling: "auto"` means, per method: the rule with the best validation score over both models of the quality
 # benchmark, each model's regimes averaged first (METHOD.md §6; docs/benchmarks.md). The comments give the λ that
 # validation chose on the grid {0.032 ... 3.2}: encoder same seeds / distinct seeds; decoder (SmolLM2-135M) same
-# seeds. At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; "norm_match" follows the updates' overlap (1/sqrt(n) for
+# seeds / distinct seeds. At n = 5, "1/n" is 0.2 and "1/sqrt(n)" 0.447; "norm_match" follows the updates' overlap (1/sqrt(n) for
 # orthogonal updates of equal norm, 1/n for equal ones); at n = 1 every rule is 1. The encoder wants small λ (its
 # task heads score the base well), the decoder λ ≥ 1 for every method that merges the product B·A: no rule is
-# within 1 point of the chosen λ on both, and this table is the validation choice over both. A re-measurement
+# within 1 point of the chosen λ on both, and this table is the validation choice over both (on the decoder alone,
+# λ = 1 beat every rule for every product method: METHOD.md §6 advises it for LLM adapters). A re-measurement
 # with the benchmark may change a row; this table is the only place to do it.
 AUTO_SCALING: dict[str, str] = {
-    "task_arithmetic": "1/sqrt(n)",  # 0.032-0.1 / 0.32 / 1
-    "dare_linear": "1/sqrt(n)",  # 0.032-0.1 / 0.18-0.32 / 1
-    "breadcrumbs": "norm_match",  # 0.032-0.1 / 0.32 / 1-1.8
+    "task_arithmetic": "1/sqrt(n)",  # 0.032-0.1 / 0.32 / 1 / 1
+    "dare_linear": "1/sqrt(n)",  # 0.032-0.1 / 0.18-0.32 / 1 / 1
+    "breadcrumbs": "norm_match",  # 0.032-0.1 / 0.32 / 1-1.8 / 1.8
     "breadcrumbs_ties": "norm_match",  # not measured: breadcrumbs' masks, then a disjoint sum
-    "peft_linear": "1/n",  # 0.032 / 0.18-0.32 / 0.32: A and B merged apart, the cross terms grow fast with λ
-    "ties": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2
-    "dare_ties": "norm_match",  # 0.032-0.18 / 0.56 / 1.8-3.2
-    "knots": "norm_match",  # 0.032-0.56 / 0.56 / 1.8-3.2
-    "drm": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2
-    "tsv": "norm_match",  # 0.18-0.32 / 0.56 / 1.8; 1/sqrt(n) ties it (its result has norm sqrt(Σ‖ΔW_i‖²))
-    "do_merging": "norm_match",  # 0.18-0.56 / 0.32-0.56 / 1.8; without orthogonalization, the inner method's row
+    "peft_linear": "1/n",  # 0.032 / 0.18-0.32 / 0.32 / 1: A and B merged apart, the cross terms grow fast with λ
+    "ties": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2 / 1.8
+    "dare_ties": "norm_match",  # 0.032-0.18 / 0.56 / 1.8-3.2 / 1.8
+    "knots": "norm_match",  # 0.032-0.56 / 0.56 / 1.8-3.2 / 3.2
+    "drm": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2 / 1.8-3.2
+    "tsv": "norm_match",  # 0.18-0.32 / 0.56 / 1.8 / 1-1.8; 1/sqrt(n) ties it (its result has norm sqrt(Σ‖ΔW_i‖²))
+    "do_merging": "norm_match",  # 0.18-0.56 / 0.32-0.56 / 1.8 / 1.8; without orthogonalization, the inner method's row
 }
