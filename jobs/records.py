@@ -69,8 +69,8 @@ class JobResult(BaseModel):
     uri: str = Field(description="Where the result lives: file://, s3:// or a Hub URL.")
     files: list[ResultFile]
     summary: dict[str, int | float | str] = Field(
-        description="Diagnostics summary (overlap, magnitude spread, compression error; scaling_requested, scaling_rule and "
-        "the λ applied, scaling_mean/_min/_max)."
+        description="Diagnostics summary (overlap, magnitude spread, compression error; scaling_requested, scaling_rule, "
+        "scaling_auto_table (the table 'auto' read) and the λ applied, scaling_mean/_min/_max)."
     )
     artifact_url: str | None = Field(
         default=None, description="Tar download, for results in the local store (set by the API when it answers)."

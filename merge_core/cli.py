@@ -168,7 +168,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
             # Literal parameters show their choices, not "string"; a number or a choice (scaling) shows both
             options = schema.get("anyOf") or [schema]
             kinds = [str(v) for o in options for v in (o.get("enum") or [o.get("type") or "value"])]
-            here = f" Here 'auto' is {m['auto_scaling']}." if pname == "scaling" else ""
+            auto = f" Here 'auto' is {m['auto_scaling']} ({m['auto_scaling_causal_lm']} for task_type CAUSAL_LM adapters)."
+            here = auto if pname == "scaling" else ""
             print(f"    {pname:15} {'|'.join(kinds):8} default={default!r:8} {schema.get('description', '')}{here}")
     return 0
 

@@ -105,6 +105,8 @@ class MergedAdapter:
         out: dict[str, float | str] = {"modules": len(self.names())}  # a count: an int in JSON too
         if self.scaling is not None:
             out.update(scaling_requested=self.scaling.requested, scaling_rule=self.scaling.rule)
+            if self.scaling.auto_table is not None:
+                out["scaling_auto_table"] = self.scaling.auto_table
         for key in keys:
             values = [d[key] for d in self.diagnostics.values() if key in d]
             out[f"{key}_mean"] = sum(values) / len(values)
@@ -214,7 +216,8 @@ def merge_adapters(
     Args:
         adapters: loaded adapters (``load_adapter``) of one base model; target modules may differ.
         method, params: a registered method and its parsed parameters (``validate_spec``); ``params.scaling`` is
-            resolved here (``merge_core.scaling``) and applied to each module's result.
+            resolved here (``merge_core.scaling``; ``"auto"`` reads the adapters' PEFT ``task_type``) and applied
+            to each module's result.
         weights: ``weights[i]`` multiplies adapter i's update ``ΔW_i`` (default 1 each).
         rank: ``None`` keeps the exact result (factors, or for a dense method into a ``merged_model`` the dense
             update in ``MergedAdapter.dense``); an integer truncates each module by SVD to at most that rank and
@@ -260,7 +263,7 @@ def merge_adapters(
         fan_in_fan_out=adapters[0].fan_in_fan_out,
         embeddings={n for a in adapters for n, m in a.modules.items() if m.embedding},
         spill_dir=spill_dir,
-        scaling=resolve_scaling(method.name, params),
+        scaling=resolve_scaling(method.name, params, [a.config.get("task_type") for a in adapters]),
     )
     done = 0
 

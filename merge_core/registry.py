@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import InvalidParamsError, InvalidSpecError, RankRequiredError, UnknownMethodError
-from merge_core.scaling import AUTO_SCALING, MAX_SCALING, SCALING_CHOICES, ScalingChoice
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM, MAX_SCALING, SCALING_CHOICES, ScalingChoice
 from merge_core.spec import MergeSpec, format_validation_error
 
 
@@ -29,7 +29,8 @@ class MethodParams(BaseModel):
         default="auto",
         description="λ, a number (1 keeps the sum of the updates, 1/n averages them) or a rule per module, n the adapters "
         "carrying it: '1/n', '1/sqrt(n)', 'norm_match' (the merged update's norm = the mean of the updates' norms), or "
-        "'auto': this method's rule from the quality benchmark (`auto_scaling` in /v1/methods; docs/METHOD.md §0).",
+        "'auto': this method's rule from the quality benchmark (`auto_scaling` in /v1/methods; `auto_scaling_causal_lm` "
+        "when every adapter declares task_type CAUSAL_LM; docs/METHOD.md §0).",
     )
 
     @field_validator("scaling", mode="before")
@@ -114,6 +115,7 @@ class MergeMethod:
             "comparison_only": self.comparison_only,
             "linear_in_updates": self.linear,
             "auto_scaling": AUTO_SCALING[self.name],
+            "auto_scaling_causal_lm": AUTO_SCALING_CAUSAL_LM[self.name],
             "params_schema": self.params_model.model_json_schema(),
         }
 
@@ -143,19 +145,21 @@ def register(
         prepass: runs over every batch before the merge (``merge_core.conventions.model_wide_prepass``).
 
     The kernel returns the merge at λ = 1; the engine multiplies it by ``scaling`` (``merge_core.scaling``),
-    and ``AUTO_SCALING`` (``merge_core/auto_scaling.py``) must say which rule ``scaling: "auto"`` is for ``name``.
+    and ``AUTO_SCALING`` and ``AUTO_SCALING_CAUSAL_LM`` (``merge_core/auto_scaling.py``) must say which rule
+    ``scaling: "auto"`` is for ``name``.
 
     Raises:
-        RuntimeError: ``name`` is already registered, or has no row in ``AUTO_SCALING``.
+        RuntimeError: ``name`` is already registered, or has no row in one of those tables.
     """
 
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")
-        if name not in AUTO_SCALING:
-            raise RuntimeError(
-                f"merge method {name!r} has no row in merge_core.auto_scaling.AUTO_SCALING (what 'auto' scaling is for it)"
-            )
+        for table_name, table in (("AUTO_SCALING", AUTO_SCALING), ("AUTO_SCALING_CAUSAL_LM", AUTO_SCALING_CAUSAL_LM)):
+            if name not in table:
+                raise RuntimeError(
+                    f"merge method {name!r} has no row in merge_core.auto_scaling.{table_name} (what 'auto' scaling is for it)"
+                )
         _METHODS[name] = MergeMethod(name, params, kernel, factored, summary, comparison_only, linear, prepass)
         return kernel
 

@@ -10,19 +10,21 @@ enter ``n``: they scale the updates ``ΔW_i`` as always):
 - ``"norm_match"``: ``‖λ M‖_F = mean_i ‖w_i ΔW_i‖_F``, ``M`` the method's result at λ = 1, computed from the
   factors where ``M`` is factored (``‖BA‖_F² = tr((BᵀB)(AAᵀ))``, no dense product), from the dense ``M``
   otherwise; λ = 1 where ``M`` is 0, and at most ``MAX_SCALING`` (a method that cancelled nearly everything);
-- ``"auto"``: the method's rule in ``AUTO_SCALING`` (``auto_scaling.py``).
+- ``"auto"``: the method's row in ``AUTO_SCALING_CAUSAL_LM`` when every adapter declares PEFT's ``task_type``
+  ``CAUSAL_LM`` (λ = 1 for the methods that merge B·A: an LLM's frozen head reads a diluted update as a lost task),
+  in ``AUTO_SCALING`` otherwise (``auto_scaling.py``; METHOD.md §6).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
 
-from merge_core.auto_scaling import AUTO_SCALING
+from merge_core.auto_scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.ops.lowrank import frobenius_norm
 
@@ -30,15 +32,19 @@ ScalingRule = Literal["1/n", "1/sqrt(n)", "norm_match"]
 ScalingChoice = Literal["auto", "1/n", "1/sqrt(n)", "norm_match"]
 SCALING_CHOICES: tuple[str, ...] = get_args(ScalingChoice)
 MAX_SCALING = 100.0  # the largest |λ| a number may ask for, and norm_match's cap
+CAUSAL_LM = "CAUSAL_LM"  # PEFT's task_type of an LLM adapter (peft.TaskType.CAUSAL_LM)
+AutoTable = Literal["AUTO_SCALING", "AUTO_SCALING_CAUSAL_LM"]
 
 
 @dataclass(frozen=True)
 class Scaling:
-    """``scaling`` as requested, and what it resolved to: ``rule`` is ``"fixed"`` (a number, ``value``) or a rule."""
+    """``scaling`` as requested, and what it resolved to: ``rule`` is ``"fixed"`` (a number, ``value``) or a rule;
+    ``auto_table`` is the table ``"auto"`` was read from (None when a number or a rule was asked for)."""
 
     requested: float | str
     rule: Literal["fixed", "1/n", "1/sqrt(n)", "norm_match"]
     value: float = 1.0
+    auto_table: AutoTable | None = None
 
     def lambdas(
         self, n: int, size: int, norms: Callable[[], tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
@@ -62,13 +68,26 @@ class Scaling:
         return float(self.lambdas(len(parts), 1, norms)[0])
 
 
-def resolve(method: str, params: Any) -> Scaling:
-    """The rule ``params.scaling`` stands for in ``method`` (``"auto"`` read from ``AUTO_SCALING``)."""
+def auto_table(task_types: Sequence[str | None]) -> AutoTable:
+    """The table ``"auto"`` reads for adapters of these PEFT ``task_type``s: the causal-LM one only when every
+    adapter declares ``CAUSAL_LM`` (a classifier's head, or an undeclared kind, keeps the general table)."""
+    causal = bool(task_types) and all(str(t).upper() == CAUSAL_LM for t in task_types)
+    return "AUTO_SCALING_CAUSAL_LM" if causal else "AUTO_SCALING"
+
+
+def resolve(method: str, params: Any, task_types: Sequence[str | None] = ()) -> Scaling:
+    """The rule ``params.scaling`` stands for in ``method``; ``"auto"`` is read from ``auto_table(task_types)``,
+    the adapters' PEFT ``task_type`` (none given: ``AUTO_SCALING``)."""
     requested = params.scaling
     if not isinstance(requested, str):
         return Scaling(requested, "fixed", float(requested))
-    rule = AUTO_SCALING[params.auto_scaling_key(method)] if requested == "auto" else requested
-    return Scaling(requested, rule)
+    if requested != "auto":
+        return Scaling(requested, requested)
+    table = auto_table(task_types)
+    row = (AUTO_SCALING_CAUSAL_LM if table == "AUTO_SCALING_CAUSAL_LM" else AUTO_SCALING)[params.auto_scaling_key(method)]
+    if row == "1":
+        return Scaling(requested, "fixed", 1.0, auto_table=table)
+    return Scaling(requested, row, auto_table=table)
 
 
 def apply(scaling: Scaling, batch: ModuleBatch, out: BatchResult) -> BatchResult:

@@ -81,6 +81,9 @@ class DecoderReplicate(Replicate):
     """A seed replicate of decoder adapters; merged and scored by sweep.py's code like the encoder's."""
 
     kind = "decoder "
+    # LLM adapters, read by the frozen LM head: what `auto` is for them (their adapter_config.json does not say so:
+    # decoder.train_task writes no task_type; setting it now would retrain every cached adapter)
+    adapter_task_type = "CAUSAL_LM"
 
     def adapter_id(self, task: TaskData) -> str:
         """The adapter's cache folder name: it holds seed, steps and the training key."""

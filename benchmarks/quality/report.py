@@ -116,7 +116,8 @@ def _scaling_table(rows: list[dict], scores: Scores) -> list[str]:
         labels += [label for label in row.get("at", {}) if label not in labels]
     lines = [
         "Mean normalized test accuracy of each method at fixed scalings beside the validation-chosen λ (95% CI); "
-        "a named rule is passed to the method as its `scaling` (`auto`: the rule its row of `AUTO_SCALING` named), – "
+        "a named rule is passed to the method as its `scaling` (`auto`: what its row of `AUTO_SCALING`, or of "
+        "`AUTO_SCALING_CAUSAL_LM` for LLM adapters, names), – "
         "where the method does not take it.",
         "",
         "| configuration | at chosen λ | " + " | ".join(f"at {label}" for label in labels) + " |",

@@ -24,7 +24,7 @@ from benchmarks.quality.sweep import (
     accepts_scaling_name,
     at_lambda,
     at_rule,
-    auto_rule,
+    auto_scaling,
     canonical,
     orthogonalized_alone,
     references,
@@ -77,8 +77,9 @@ def scaling_label(value: float | str) -> str:
 
 def scaled_units(rep: Replicate, config: dict, base: dict, individual_val: dict, *, store: Store, label: str) -> dict:
     """A main row's units at each of ``scalings_at``, by label: a λ scales the row's λ = 1 merge (test only); a
-    rule is one merge scored on validation and test; ``auto`` is the unit of the rule its table row names, not
-    a merge of its own (so the unit keys never depend on the table: keys.library_fingerprint)."""
+    rule is one merge scored on validation and test; ``auto`` is the unit of the rule (or λ) its table row names
+    for the replicate's adapters, not a merge of its own (so the unit keys never depend on the tables:
+    keys.library_fingerprint)."""
     units: dict[float | str, dict] = {}
 
     def unit(value: float | str) -> dict:
@@ -94,8 +95,9 @@ def scaled_units(rep: Replicate, config: dict, base: dict, individual_val: dict,
     by_label = {}
     for value in scalings_at(config):
         if value == "auto":
-            rule = auto_rule(config)
-            by_label["auto"] = {"scaling": "auto", "rule": rule, "test_correct": unit(rule)["test_correct"]}
+            resolved = auto_scaling(config, [rep.adapter_task_type] * len(rep.tasks))
+            rule = scaling_label(resolved)
+            by_label["auto"] = {"scaling": "auto", "rule": rule, "test_correct": unit(resolved)["test_correct"]}
         else:
             by_label[scaling_label(value)] = unit(value)
     return by_label

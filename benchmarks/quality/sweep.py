@@ -6,7 +6,8 @@ configuration is merged once at λ = 1 and each λ of the grid scales that resul
 ``tests/benchmarks/test_quality_blocks.py`` checks this for every registered method. A named rule
 ("1/n", "norm_match", ...) is passed to the method as it is: one merge, scored on validation (to choose
 ``AUTO_SCALING``'s row without reading test, rule_choice.py) and on test. ``"auto"`` is not merged on its own:
-it is the rule its table row names (``auto_rule``), so the run reports that rule's unit under it.
+it is what its table row names for the replicate's kind of adapter (``auto_scaling``: a rule, or λ = 1 for LLM
+adapters), so the run reports that rule's unit, or λ = 1's, under it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class SharedEvaluator:
 class Replicate:
     """One seed replicate of a regime: ``seeds[task]`` trains that task's adapter; trained, loaded and
     evaluated only when a unit of work on it has to be computed."""
+
+    adapter_task_type = None  # PEFT's task_type of what these adapters are, which ``scaling: "auto"`` reads
 
     regime: str
     index: int
@@ -205,10 +208,12 @@ def at_rule(rep: Replicate, config: dict, rule: str, individual_val: dict) -> di
     }
 
 
-def auto_rule(config: dict) -> str:
-    """The rule ``scaling: "auto"`` names for this configuration (its method's row of ``AUTO_SCALING``)."""
+def auto_scaling(config: dict, task_types: list[str | None]) -> float | str:
+    """What ``scaling: "auto"`` is for this configuration merging adapters of these PEFT task types: the rule its
+    method's row names, or the number (1.0: ``AUTO_SCALING_CAUSAL_LM``)."""
     method = get_method(config["method"])
-    return resolve(method.name, method.parse_params({**config.get("params", {}), "scaling": "auto"})).rule
+    scaling = resolve(method.name, method.parse_params({**config.get("params", {}), "scaling": "auto"}), task_types)
+    return scaling.value if scaling.rule == "fixed" else scaling.rule
 
 
 def orthogonalized_alone(rep: Replicate, config: dict) -> dict:

@@ -11,7 +11,7 @@ from app.schemas import MergeCreate
 from app.submission import fingerprint
 from jobs.records import JobResult
 from jobs.settings import Settings
-from merge_core.scaling import AUTO_SCALING, SCALING_CHOICES
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM, SCALING_CHOICES
 
 SPEC = {"method": "tsv", "adapters": [{"source": "acme/lora-a"}, {"source": "acme/lora-b"}]}
 
@@ -49,6 +49,7 @@ def test_inside_do_merging_a_rule_goes_in_its_own_scaling(client):
 def test_methods_list_the_choices_and_what_auto_is(client):
     methods = {m["name"]: m for m in client.get("/v1/methods").json()["methods"]}
     assert {name: m["auto_scaling"] for name, m in methods.items()} == AUTO_SCALING
+    assert {name: m["auto_scaling_causal_lm"] for name, m in methods.items()} == AUTO_SCALING_CAUSAL_LM
     schema = methods["tsv"]["params_schema"]["properties"]["scaling"]
     assert schema["default"] == "auto" and schema["anyOf"][1]["enum"] == list(SCALING_CHOICES)
 

@@ -78,6 +78,9 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
         assert all(s["scaling"] in grid and [p[0] for p in s["val_curve"]] == grid for s in row["per_seed"]), row["name"]
         assert ("at" in row) == (row["table"] == "main"), row["name"]
     assert set(rows["tsv"]["at"]) == {"λ=1", "auto"}
+    # LLM adapters: `auto` is λ = 1 (AUTO_SCALING_CAUSAL_LM), reported from the λ = 1 unit, not merged again
+    assert all(row["at"]["auto"]["rule"] == "λ=1" for row in regime["configs"] if "at" in row and row["method"] != "peft_linear")
+    assert rows["tsv"]["at"]["auto"]["test_correct"] == rows["tsv"]["at"]["λ=1"]["test_correct"]
     assert set(rows["DO ortho_mu=0.01"]["orthogonalized_individual"]["test"]) == set(TASKS)
     assert rows["DO ortho=True decouple=True"]["per_seed"] == rows["do_merging"]["per_seed"]  # computed once
     assert all(0 <= v <= 1 for v in regime["individual"]["test"].values())

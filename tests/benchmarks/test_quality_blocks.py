@@ -16,7 +16,7 @@ from benchmarks.quality.sweep import accepts_scaling_name, canonical, choose_sca
 from merge_core.engine import merge_adapters
 from merge_core.methods.do_merging import DOMergingParams
 from merge_core.registry import MethodParams, get_method, list_methods
-from merge_core.scaling import AUTO_SCALING
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM
 from support.factories import memory_adapter
 
 SHAPES = {"l0.q": (12, 10), "l0.up": (20, 10)}
@@ -138,8 +138,15 @@ def test_the_auto_table_is_left_out_of_result_keys_and_nothing_else_is(tmp_path)
     assert library_fingerprint() != files_fingerprint(str(ROOT / "merge_core"), "*.py")
 
 
-def test_auto_is_reported_as_the_rule_its_table_row_names():
-    """Per configuration, with its parameters: DO-Merging without orthogonalization reads its inner method's row."""
-    assert all(sweep.auto_rule(c) == AUTO_SCALING[c["method"]] for c in main_configs(rank=0))
+def test_auto_is_reported_as_what_its_table_row_names_for_the_replicate_s_adapters():
+    """Per configuration, with its parameters: DO-Merging without orthogonalization reads its inner method's row;
+    the decoder's LLM adapters read AUTO_SCALING_CAUSAL_LM (λ = 1 but for A and B merged apart)."""
+    from benchmarks.quality.decoder_bench import DecoderReplicate
+
+    encoder, decoder = [sweep.Replicate.adapter_task_type] * 5, [DecoderReplicate.adapter_task_type] * 5
+    assert all(sweep.auto_scaling(c, encoder) == AUTO_SCALING[c["method"]] for c in main_configs(rank=0))
     no_ortho = {"method": "do_merging", "params": {"orthogonalize": False, "merge": "ties"}}
-    assert sweep.auto_rule(no_ortho) == AUTO_SCALING["ties"]
+    assert sweep.auto_scaling(no_ortho, encoder) == AUTO_SCALING["ties"]
+    on_decoder = {c["method"]: sweep.auto_scaling(c, decoder) for c in main_configs(rank=0)}
+    assert on_decoder.pop("peft_linear") == AUTO_SCALING_CAUSAL_LM["peft_linear"] == "1/n"
+    assert set(on_decoder.values()) == {1.0} and len(on_decoder) == 9

@@ -5,14 +5,25 @@ the adapter cache key, on a real loader's data."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
+from benchmarks.quality import run as run_module
 from benchmarks.quality import sweep
 from benchmarks.quality.__main__ import main
 from benchmarks.quality.tasks import load_task
 from benchmarks.quality.train import TrainSettings, adapter_key
 
 TASKS = ["bbc_topic", "rt_sentiment"]
+
+
+def _script(name: str):
+    path = Path(__file__).parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(tmp_path, *extra: str) -> dict:
@@ -47,7 +58,7 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
     # "auto" is the unit of the rule its AUTO_SCALING row names, reported under its name and not merged again
     assert "val_norm_mean" not in rows["tsv"]["at"]["auto"]
     for row in (r for r in regime["configs"] if "auto" in r.get("at", {})):
-        named = row["at"][sweep.auto_rule(row)]
+        named = row["at"][sweep.auto_scaling(row, [None])]  # the encoder's adapters: AUTO_SCALING
         assert row["at"]["auto"]["test_correct"] == named["test_correct"] and row["at"]["auto"]["scaling"] == "auto"
     labels = [json.loads(p.read_text())["label"] for p in (tmp_path / "runs").glob("*.json")]
     assert not [label for label in labels if label.endswith(" at auto") or label.endswith("(validation)")]
@@ -88,6 +99,27 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
     third = run(tmp_path)
     assert third["units"]["computed"] == 1 and lost.exists()
     assert third["regimes"]["same"]["configs"] == regime["configs"]
+
+    # a change that no stored merge goes through (here the library's fingerprint alone) re-keys every unit without
+    # computing anything (scripts/rekey_units.py); a unit recomputed by today's code agrees to the bit, and a
+    # change that does move a result is caught
+    rekey = _script("rekey_units")
+    argv = ["--", "--smoke", "--tasks", *TASKS, "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs")]
+    keys, before = tmp_path / "keys.json", {p.name for p in (tmp_path / "runs").glob("*.json")}
+    assert rekey.main(["record", str(keys), *argv]) == 0
+    monkeypatch.setattr(sweep, "library_fingerprint", lambda: "merge_core, changed")
+    assert rekey.main(["apply", str(keys), *argv]) == 0
+    after = {p.name for p in (tmp_path / "runs").glob("*.json")}
+    assert len(after) == len(before) and not after & before
+    for name in ("train_task", "merge_adapters", "Evaluator"):
+        monkeypatch.setattr(sweep, name, refuse)
+    moved = run(tmp_path)
+    assert moved["units"]["computed"] == 0 and moved["regimes"] == third["regimes"]
+    monkeypatch.undo()
+    monkeypatch.setattr(sweep, "library_fingerprint", lambda: "merge_core, changed")
+    assert rekey.main(["verify", "same0-tsv at norm_match", *argv]) == 0
+    monkeypatch.setattr(run_module, "at_rule", lambda *args: {"scaling": "norm_match", "val_norm_mean": 0.0, "test_correct": {}})
+    assert rekey.main(["verify", "same0-tsv at norm_match", *argv]) == 1
 
 
 def test_adapter_cache_key_changes_with_everything_that_shapes_training():

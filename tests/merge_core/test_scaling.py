@@ -9,6 +9,7 @@ from typing import get_args
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from merge_core import errors
 from merge_core.adapters import LoraAdapter, LoraModule
@@ -16,7 +17,7 @@ from merge_core.engine import MergedAdapter, merge_adapters
 from merge_core.full_weights import merge_bias_updates
 from merge_core.pipeline import DIAGNOSTICS_NAME, run_merge
 from merge_core.registry import MethodParams, get_method, list_methods, register
-from merge_core.scaling import AUTO_SCALING, SCALING_CHOICES, Scaling, ScalingRule, resolve
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM, SCALING_CHOICES, Scaling, ScalingRule, auto_table, resolve
 from merge_core.spec import parse_spec
 from support.factories import memory_adapter, write_adapter_folder
 
@@ -102,12 +103,14 @@ def test_n_counts_the_adapters_that_carry_the_module():
 
 
 def test_auto_is_one_table_row_per_method_and_every_choice_is_in_the_schema():
-    assert set(AUTO_SCALING) == {m.name for m in list_methods()}
+    assert set(AUTO_SCALING) == set(AUTO_SCALING_CAUSAL_LM) == {m.name for m in list_methods()}
     for method in list_methods():
         params = method.parse_params({})
-        assert params.scaling == "auto" and resolve(method.name, params) == Scaling("auto", AUTO_SCALING[method.name])
+        assert params.scaling == "auto"
+        assert resolve(method.name, params) == Scaling("auto", AUTO_SCALING[method.name], auto_table="AUTO_SCALING")
         described = method.describe()
         assert described["auto_scaling"] == AUTO_SCALING[method.name]
+        assert described["auto_scaling_causal_lm"] == AUTO_SCALING_CAUSAL_LM[method.name]
         schema = described["params_schema"]["properties"]["scaling"]
         assert schema["default"] == "auto"
         assert [o.get("enum") for o in schema["anyOf"]] == [None, list(SCALING_CHOICES)]
@@ -121,14 +124,45 @@ def test_the_auto_table_module_holds_the_table_alone_and_only_rules():
 
     tree = ast.parse(Path(table_module.__file__).read_text())
     body = [node for node in tree.body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
-    assert len(body) == 1 and isinstance(body[0], ast.AnnAssign) and body[0].target.id == "AUTO_SCALING"
-    assert all(isinstance(v, ast.Constant) for v in body[0].value.values)  # literals, nothing computed
+    assert all(isinstance(node, ast.AnnAssign) for node in body)
+    assert [node.target.id for node in body] == ["AUTO_SCALING", "AUTO_SCALING_CAUSAL_LM"]
+    assert all(isinstance(v, ast.Constant) for node in body for v in node.value.values)  # literals, nothing computed
     assert set(AUTO_SCALING.values()) <= set(get_args(ScalingRule))
+    assert set(AUTO_SCALING_CAUSAL_LM.values()) <= {"1", *get_args(ScalingRule)}  # "1": the full sum
+
+
+@pytest.mark.parametrize(
+    ("task_types", "table"),
+    [
+        (["CAUSAL_LM", "CAUSAL_LM"], "AUTO_SCALING_CAUSAL_LM"),
+        (["causal_lm"], "AUTO_SCALING_CAUSAL_LM"),  # PEFT writes the enum's value; a hand-written config may not
+        (["CAUSAL_LM", "SEQ_CLS"], "AUTO_SCALING"),  # a classifier among them: its head reads the update
+        (["CAUSAL_LM", None], "AUTO_SCALING"),  # not declared: nothing says no head reads it
+        ([], "AUTO_SCALING"),
+        ([["CAUSAL_LM"], {"x": 1}], "AUTO_SCALING"),  # a hostile config's value is just not CAUSAL_LM
+    ],
+)
+def test_auto_reads_the_causal_lm_table_only_when_every_adapter_declares_it(task_types, table):
+    assert auto_table(task_types) == table
+    scaling = resolve("tsv", get_method("tsv").parse_params({}), task_types)
+    assert scaling.auto_table == table
+    if table == "AUTO_SCALING_CAUSAL_LM":
+        assert (scaling.rule, scaling.value) == ("fixed", 1.0)
+    else:
+        assert scaling.rule == AUTO_SCALING["tsv"]
+    assert resolve("tsv", get_method("tsv").parse_params({"scaling": "1/n"}), task_types) == Scaling("1/n", "1/n")
+    assert resolve("tsv", get_method("tsv").parse_params({"scaling": 0.5}), task_types) == Scaling(0.5, "fixed", 0.5)
 
 
 def test_a_method_without_an_auto_row_cannot_register():
     with pytest.raises(RuntimeError, match="AUTO_SCALING"):
         register("not_in_the_table", MethodParams, factored=True, summary="-")(lambda batch, params: None)
+    AUTO_SCALING["in_one_table_only"] = "1/n"
+    try:
+        with pytest.raises(RuntimeError, match="AUTO_SCALING_CAUSAL_LM"):
+            register("in_one_table_only", MethodParams, factored=True, summary="-")(lambda batch, params: None)
+    finally:
+        del AUTO_SCALING["in_one_table_only"]
     with pytest.raises(errors.UnknownMethodError):
         get_method("not_in_the_table")
 
@@ -154,6 +188,8 @@ def test_do_merging_applies_one_rule_once():
     # Without the descent the updates keep their overlap: auto is then the inner method's rule.
     assert resolve("do_merging", do.parse_params({"orthogonalize": False})).rule == AUTO_SCALING["task_arithmetic"]
     assert resolve("do_merging", do.parse_params({"ortho_steps": 0, "merge": "dare_linear"})).rule == AUTO_SCALING["dare_linear"]
+    llm = ["CAUSAL_LM"] * 2
+    assert resolve("do_merging", do.parse_params({}), llm).value == resolve("tsv", do.parse_params({}), llm).value == 1.0
     for rule in ("auto", "1/n", "norm_match"):
         with pytest.raises(errors.InvalidParamsError, match="give .* as do_merging's own scaling"):
             do.parse_params({"merge": "ties", "merge_params": {"scaling": rule}})
@@ -205,6 +241,41 @@ def test_the_diagnostics_and_the_model_card_say_what_was_asked_and_applied(tmp_p
     summary, _, card = merge("fixed", "tsv", {"scaling": 0.25})
     assert (summary["scaling_requested"], summary["scaling_rule"], summary["scaling_max"]) == (0.25, "fixed", 0.25)
     assert "Scaling (λ): 0.25; λ = 0.25 in every module." in card
+    assert "scaling_auto_table" not in summary
+
+
+def test_llm_adapters_merge_to_the_full_sum_under_auto_and_the_card_says_why(tmp_path):
+    """``auto`` for adapters that all declare ``task_type: CAUSAL_LM``: λ = 1 (``AUTO_SCALING_CAUSAL_LM``), the
+    same merge as ``"scaling": 1``; one classifier among them and the general table applies again."""
+
+    def merge(out, method, params, task_types):
+        sources = []
+        for i, task_type in enumerate(task_types):
+            folder = write_adapter_folder(tmp_path / f"{out}-in{i}", rank=2 + i, seed=i + 1, config={"task_type": task_type})
+            sources.append({"source": str(folder)})
+        outcome = run_merge(parse_spec({"method": method, "adapters": sources, "params": params}), tmp_path / out)
+        tensors = load_file(str(tmp_path / out / "adapter_model.safetensors"))
+        return outcome.summary, tensors, (tmp_path / out / "README.md").read_text()
+
+    summary, auto, card = merge("auto", "task_arithmetic", {}, ["CAUSAL_LM", "CAUSAL_LM"])
+    assert (summary["scaling_requested"], summary["scaling_rule"]) == ("auto", "fixed")
+    assert summary["scaling_auto_table"] == "AUTO_SCALING_CAUSAL_LM"
+    assert summary["scaling_min"] == summary["scaling_max"] == 1.0
+    assert (
+        "Scaling (λ): `auto`, this method's rule λ = 1 (merge_core/auto_scaling.py `AUTO_SCALING_CAUSAL_LM`, every "
+        "adapter declaring task_type CAUSAL_LM; from the quality benchmark); λ = 1 in every module." in card
+    )
+    _, one, _ = merge("one", "task_arithmetic", {"scaling": 1.0}, ["CAUSAL_LM", "CAUSAL_LM"])
+    assert auto.keys() == one.keys() and all(torch.equal(auto[k], one[k]) for k in auto)
+
+    summary, _, _ = merge("peft", "peft_linear", {}, ["CAUSAL_LM", "CAUSAL_LM"])  # A and B apart keep their rule
+    assert (summary["scaling_rule"], summary["scaling_auto_table"]) == (
+        AUTO_SCALING_CAUSAL_LM["peft_linear"],
+        "AUTO_SCALING_CAUSAL_LM",
+    )
+    summary, _, card = merge("mixed", "task_arithmetic", {}, ["CAUSAL_LM", "SEQ_CLS"])
+    assert (summary["scaling_rule"], summary["scaling_auto_table"]) == (AUTO_SCALING["task_arithmetic"], "AUTO_SCALING")
+    assert summary["scaling_max"] == pytest.approx(1 / math.sqrt(2), rel=1e-12)
 
 
 def test_the_readme_methods_table_says_what_auto_is():
@@ -215,3 +286,5 @@ def test_the_readme_methods_table_says_what_auto_is():
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
     shown = {cells[0].strip("| `"): cells[2].split("`")[1] for cells in rows}
     assert shown == AUTO_SCALING
+    shown = {cells[0].strip("| `"): cells[3].split("`")[1] for cells in rows}
+    assert shown == AUTO_SCALING_CAUSAL_LM
