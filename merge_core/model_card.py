@@ -82,9 +82,10 @@ def _scaling_line(merged: MergedAdapter, summary: dict) -> str:
     requested = f"`{scaling.requested}`" if isinstance(scaling.requested, str) else f"{scaling.requested:g}"
     if scaling.requested == "auto":
         rule = f"λ = {scaling.value:g}" if scaling.rule == "fixed" else f"`{scaling.rule}`"
-        why = ", every adapter declaring task_type CAUSAL_LM" if scaling.auto_table == "AUTO_SCALING_CAUSAL_LM" else ""
+        why = ": every adapter declares task_type CAUSAL_LM" if scaling.auto_table == "AUTO_SCALING_CAUSAL_LM" else ""
         requested += (
-            f", this method's rule {rule} (merge_core/auto_scaling.py `{scaling.auto_table}`{why}; from the quality benchmark)"
+            f", which here is {rule} (merge_core/auto_scaling.py `{scaling.auto_table}`, row `{scaling.auto_row}`{why}; "
+            "from the quality benchmark)"
         )
     line = f"Scaling (λ): {requested}"
     if "scaling_min" not in summary:

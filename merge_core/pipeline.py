@@ -236,7 +236,7 @@ def _write(
             save_tensors(tensors, folder / PER_ADAPTER_DIR / str(i) / PER_ADAPTER_WEIGHTS_NAME)
             files.append(f"{PER_ADAPTER_DIR}/{i}/{PER_ADAPTER_WEIGHTS_NAME}")
         return files
-    common = dict(dtype=spec.output.dtype, task_type=adapters[0].config.get("task_type"), bias_updates=biases, base=base)
+    common = dict(dtype=spec.output.dtype, task_type=shared_task_type(adapters), bias_updates=biases, base=base)
     files = write_adapter(
         merged, folder, full_weights=full.shared, modules_to_save=_saved_modules(adapters, full.shared), **common
     )
@@ -248,6 +248,13 @@ def _write(
         )
         files += [f"{PER_ADAPTER_DIR}/{i}/{name}" for name in written]
     return files
+
+
+def shared_task_type(adapters: Sequence[LoraAdapter]) -> str | None:
+    """The PEFT ``task_type`` the merged adapter declares: the inputs' when they all declare the same one, else
+    none. ``scaling: "auto"`` reads it (``merge_core.scaling.auto_table``), so a mix must not pass for one kind."""
+    kinds = {json.dumps(a.config.get("task_type")) for a in adapters}
+    return adapters[0].config.get("task_type") if len(kinds) == 1 else None
 
 
 def _with_update(merged: MergedAdapter, name: str, tensor: torch.Tensor) -> torch.Tensor:

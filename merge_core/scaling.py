@@ -39,12 +39,14 @@ AutoTable = Literal["AUTO_SCALING", "AUTO_SCALING_CAUSAL_LM"]
 @dataclass(frozen=True)
 class Scaling:
     """``scaling`` as requested, and what it resolved to: ``rule`` is ``"fixed"`` (a number, ``value``) or a rule;
-    ``auto_table`` is the table ``"auto"`` was read from (None when a number or a rule was asked for)."""
+    ``auto_table`` and ``auto_row`` are the table and row ``"auto"`` was read from (None when a number or a rule
+    was asked for; the row is the inner method's for DO-Merging without orthogonalization)."""
 
     requested: float | str
     rule: Literal["fixed", "1/n", "1/sqrt(n)", "norm_match"]
     value: float = 1.0
     auto_table: AutoTable | None = None
+    auto_row: str | None = None
 
     def lambdas(
         self, n: int, size: int, norms: Callable[[], tuple[torch.Tensor, torch.Tensor]], device: torch.device | None = None
@@ -71,7 +73,7 @@ class Scaling:
 def auto_table(task_types: Sequence[str | None]) -> AutoTable:
     """The table ``"auto"`` reads for adapters of these PEFT ``task_type``s: the causal-LM one only when every
     adapter declares ``CAUSAL_LM`` (a classifier's head, or an undeclared kind, keeps the general table)."""
-    causal = bool(task_types) and all(str(t).upper() == CAUSAL_LM for t in task_types)
+    causal = bool(task_types) and all(t == CAUSAL_LM for t in task_types)  # exactly PEFT's value, as PEFT checks it
     return "AUTO_SCALING_CAUSAL_LM" if causal else "AUTO_SCALING"
 
 
@@ -83,11 +85,11 @@ def resolve(method: str, params: Any, task_types: Sequence[str | None] = ()) -> 
         return Scaling(requested, "fixed", float(requested))
     if requested != "auto":
         return Scaling(requested, requested)
-    table = auto_table(task_types)
-    row = (AUTO_SCALING_CAUSAL_LM if table == "AUTO_SCALING_CAUSAL_LM" else AUTO_SCALING)[params.auto_scaling_key(method)]
-    if row == "1":
-        return Scaling(requested, "fixed", 1.0, auto_table=table)
-    return Scaling(requested, row, auto_table=table)
+    table, key = auto_table(task_types), params.auto_scaling_key(method)
+    rule = (AUTO_SCALING_CAUSAL_LM if table == "AUTO_SCALING_CAUSAL_LM" else AUTO_SCALING)[key]
+    if rule == "1":
+        return Scaling(requested, "fixed", 1.0, auto_table=table, auto_row=key)
+    return Scaling(requested, rule, auto_table=table, auto_row=key)
 
 
 def apply(scaling: Scaling, batch: ModuleBatch, out: BatchResult) -> BatchResult:

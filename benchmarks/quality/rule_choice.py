@@ -90,7 +90,8 @@ def rule_choice_section(results: dict, *, heading: str = HEADING) -> list[str]:
         heading,
         "",
         f"Per method: the mean normalized *validation* accuracy at each rule ({slash} seeds), the rule with the best "
-        f"mean over {over} (one table serves them all), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
+        f"mean over {over} (one table, `AUTO_SCALING`, serves them all; adapters that declare `task_type: CAUSAL_LM` "
+        "read `AUTO_SCALING_CAUSAL_LM` instead), `AUTO_SCALING`'s row when this ran, and the *test* cost of the "
         "chosen rule against the λ that validation chose on the grid (rule − chosen λ, points, "
         f"{slash}). Means over each regime's replicates.",
         "",

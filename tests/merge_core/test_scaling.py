@@ -107,7 +107,8 @@ def test_auto_is_one_table_row_per_method_and_every_choice_is_in_the_schema():
     for method in list_methods():
         params = method.parse_params({})
         assert params.scaling == "auto"
-        assert resolve(method.name, params) == Scaling("auto", AUTO_SCALING[method.name], auto_table="AUTO_SCALING")
+        expected = Scaling("auto", AUTO_SCALING[method.name], auto_table="AUTO_SCALING", auto_row=method.name)
+        assert resolve(method.name, params) == expected
         described = method.describe()
         assert described["auto_scaling"] == AUTO_SCALING[method.name]
         assert described["auto_scaling_causal_lm"] == AUTO_SCALING_CAUSAL_LM[method.name]
@@ -135,7 +136,8 @@ def test_the_auto_table_module_holds_the_table_alone_and_only_rules():
     ("task_types", "table"),
     [
         (["CAUSAL_LM", "CAUSAL_LM"], "AUTO_SCALING_CAUSAL_LM"),
-        (["causal_lm"], "AUTO_SCALING_CAUSAL_LM"),  # PEFT writes the enum's value; a hand-written config may not
+        (["causal_lm"], "AUTO_SCALING"),  # PEFT refuses any spelling but its own, so nothing else declares it
+        (["CAUSAL_LM "], "AUTO_SCALING"),
         (["CAUSAL_LM", "SEQ_CLS"], "AUTO_SCALING"),  # a classifier among them: its head reads the update
         (["CAUSAL_LM", None], "AUTO_SCALING"),  # not declared: nothing says no head reads it
         ([], "AUTO_SCALING"),
@@ -187,6 +189,7 @@ def test_do_merging_applies_one_rule_once():
     assert AUTO_SCALING["task_arithmetic"] != "norm_match" != AUTO_SCALING["dare_linear"]  # so the two lines below tell
     # Without the descent the updates keep their overlap: auto is then the inner method's rule.
     assert resolve("do_merging", do.parse_params({"orthogonalize": False})).rule == AUTO_SCALING["task_arithmetic"]
+    assert resolve("do_merging", do.parse_params({"orthogonalize": False})).auto_row == "task_arithmetic"  # the card says so
     assert resolve("do_merging", do.parse_params({"ortho_steps": 0, "merge": "dare_linear"})).rule == AUTO_SCALING["dare_linear"]
     llm = ["CAUSAL_LM"] * 2
     assert resolve("do_merging", do.parse_params({}), llm).value == resolve("tsv", do.parse_params({}), llm).value == 1.0
@@ -229,7 +232,10 @@ def test_the_diagnostics_and_the_model_card_say_what_was_asked_and_applied(tmp_p
     assert (summary["scaling_requested"], summary["scaling_rule"]) == ("auto", "1/sqrt(n)")
     assert summary["scaling_mean"] == pytest.approx(one_over_sqrt2, rel=1e-12)
     assert all(module["scaling"] == pytest.approx(one_over_sqrt2, rel=1e-12) for module in saved["modules"].values())
-    assert "Scaling (λ): `auto`, this method's rule `1/sqrt(n)` (merge_core/auto_scaling.py `AUTO_SCALING`" in card
+    assert (
+        "Scaling (λ): `auto`, which here is `1/sqrt(n)` (merge_core/auto_scaling.py `AUTO_SCALING`, row "
+        "`task_arithmetic`; from the quality benchmark); λ = 0.707107 in every module" in card
+    )
     assert "λ = 0.707107 in every module (n: the adapters that carry the module)." in card
 
     summary, saved, card = merge("norm", "do_merging", {"scaling": "norm_match"})
@@ -255,25 +261,29 @@ def test_llm_adapters_merge_to_the_full_sum_under_auto_and_the_card_says_why(tmp
             sources.append({"source": str(folder)})
         outcome = run_merge(parse_spec({"method": method, "adapters": sources, "params": params}), tmp_path / out)
         tensors = load_file(str(tmp_path / out / "adapter_model.safetensors"))
-        return outcome.summary, tensors, (tmp_path / out / "README.md").read_text()
+        declared = json.loads((tmp_path / out / "adapter_config.json").read_text())["task_type"]
+        return outcome.summary, tensors, (tmp_path / out / "README.md").read_text(), declared
 
-    summary, auto, card = merge("auto", "task_arithmetic", {}, ["CAUSAL_LM", "CAUSAL_LM"])
+    summary, auto, card, declared = merge("auto", "task_arithmetic", {}, ["CAUSAL_LM", "CAUSAL_LM"])
+    assert declared == "CAUSAL_LM"  # so merging the result with more LLM adapters reads the same table
     assert (summary["scaling_requested"], summary["scaling_rule"]) == ("auto", "fixed")
     assert summary["scaling_auto_table"] == "AUTO_SCALING_CAUSAL_LM"
     assert summary["scaling_min"] == summary["scaling_max"] == 1.0
     assert (
-        "Scaling (λ): `auto`, this method's rule λ = 1 (merge_core/auto_scaling.py `AUTO_SCALING_CAUSAL_LM`, every "
-        "adapter declaring task_type CAUSAL_LM; from the quality benchmark); λ = 1 in every module." in card
+        "Scaling (λ): `auto`, which here is λ = 1 (merge_core/auto_scaling.py `AUTO_SCALING_CAUSAL_LM`, row "
+        "`task_arithmetic`: every adapter declares task_type CAUSAL_LM; from the quality benchmark); λ = 1 in every "
+        "module." in card
     )
-    _, one, _ = merge("one", "task_arithmetic", {"scaling": 1.0}, ["CAUSAL_LM", "CAUSAL_LM"])
+    _, one, _, _ = merge("one", "task_arithmetic", {"scaling": 1.0}, ["CAUSAL_LM", "CAUSAL_LM"])
     assert auto.keys() == one.keys() and all(torch.equal(auto[k], one[k]) for k in auto)
 
-    summary, _, _ = merge("peft", "peft_linear", {}, ["CAUSAL_LM", "CAUSAL_LM"])  # A and B apart keep their rule
+    summary, _, _, _ = merge("peft", "peft_linear", {}, ["CAUSAL_LM", "CAUSAL_LM"])  # A and B apart keep their rule
     assert (summary["scaling_rule"], summary["scaling_auto_table"]) == (
         AUTO_SCALING_CAUSAL_LM["peft_linear"],
         "AUTO_SCALING_CAUSAL_LM",
     )
-    summary, _, card = merge("mixed", "task_arithmetic", {}, ["CAUSAL_LM", "SEQ_CLS"])
+    summary, _, card, declared = merge("mixed", "task_arithmetic", {}, ["CAUSAL_LM", "SEQ_CLS"])
+    assert declared is None  # a mix declares no kind, whatever the adapters' order
     assert (summary["scaling_rule"], summary["scaling_auto_table"]) == (AUTO_SCALING["task_arithmetic"], "AUTO_SCALING")
     assert summary["scaling_max"] == pytest.approx(1 / math.sqrt(2), rel=1e-12)
 
