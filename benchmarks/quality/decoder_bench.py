@@ -24,7 +24,7 @@ from benchmarks.quality.decoder import ALPHA, RANK, Evaluator, adapter_folder, a
 from benchmarks.quality.decoder_model import GGUF_FILE, MAX_LENGTH, TARGET_MODULES, default_device, train_amp
 from benchmarks.quality.keys import digest, library_fingerprint, source_fingerprint
 from benchmarks.quality.report import DOCS, render, training_seeds, write_charts
-from benchmarks.quality.rule_choice import ACROSS_MODELS, across_models, rule_choice_section
+from benchmarks.quality.rule_choice import ACROSS_MODELS, CAUSAL_LM, across_models, rule_choice_section
 from benchmarks.quality.sections import write_section
 from benchmarks.quality.stats import RESAMPLES
 from benchmarks.quality.sweep import Replicate
@@ -160,8 +160,10 @@ def _matmuls(amp_dtype: str) -> str:
 def write_report(results: dict, *, command: str, docs: Path = DOCS, encoder: dict | None = None) -> None:
     """The decoder's section of docs/benchmarks.md (one heading level below the encoder's) and its charts; with
     the encoder's results, it ends on the rule ``auto`` should stand for, chosen on both models' validation, and
-    without them on a pointer to the last such choice (METHOD.md §6)."""
+    without them on a pointer to the last such choice (METHOD.md §6). Before that, what ``auto`` should be for LLM
+    adapters (``AUTO_SCALING_CAUSAL_LM``), chosen on this model's validation alone."""
     lines = render(results, command=command, make_header=header, prefix="quality_decoder", base_label="base model")
+    lines += rule_choice_section(results, heading=CAUSAL_LM, table="AUTO_SCALING_CAUSAL_LM")  # this model alone
     if encoder is not None:
         across = rule_choice_section(across_models({"encoder": encoder, "decoder": results}), heading=ACROSS_MODELS)
         if across:

@@ -114,6 +114,8 @@ def test_decoder_benchmark_smoke_resume_and_docs_section(tmp_path, monkeypatch):
     matmuls = "bfloat16 autocast" if native_bfloat16(torch.device("cpu")) else "float32"
     assert f"Training ran its matmuls in {matmuls} (LoRA weights in float32) and evaluation in {matmuls}, on cpu" in section
     assert "| do_merging |" in section and "quality_decoder_normalized.png" in section
+    llm = section.split('\n### Which λ `scaling: "auto"` stands for on LLM adapters (`AUTO_SCALING_CAUSAL_LM`', 1)[1]
+    assert "| tsv | " in llm and "| `λ=1` | `λ=1` |" in next(line for line in llm.splitlines() if line.startswith("| tsv |"))
     assert (docs / "quality_decoder_normalized.png").exists() and (docs / "quality_decoder_ortho_mu.png").exists()
     assert "both models\n" not in section and section.rstrip().endswith(
         decoder_bench.WITHOUT_ENCODER + "\n<!-- end of decoder section -->"

@@ -1,8 +1,10 @@
 """The rule `scaling: "auto"` stands for, chosen per method on validation across regimes (rule_choice.py):
 the choice reads validation only, and the reported test costs are the differences the rows hold."""
 
-from benchmarks.quality.rule_choice import ACROSS_MODELS, across_models, choices, rule_choice_section
-from merge_core.scaling import AUTO_SCALING
+import pytest
+
+from benchmarks.quality.rule_choice import ACROSS_MODELS, CAUSAL_LM, across_models, choices, rule_choice_section
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM
 
 
 def row(method: str, test_chosen: float, at: dict[str, tuple[float, float]]) -> dict:
@@ -88,3 +90,27 @@ def test_across_models_each_model_weighs_the_same_whatever_its_regimes():
     split = across_models({"encoder": {"regimes": encoder}, "decoder": {"regimes": decoder}})
     assert choices(split)[0]["chosen"] == "1/n"
     assert choices({"regimes": split["regimes"]})[0]["chosen"] == "norm_match"  # the column mean would pick this
+
+
+def test_on_llm_adapters_lambda_one_is_a_candidate_scored_at_the_sweep_s_grid_point_one():
+    """λ = 1's validation is the sweep's curve at 1 (its merge scaled), averaged over replicates; it beats the
+    rules here for TIES (0.90 against 0.75 / 0.85), not for TSV-M (0.85 against 0.88 / 0.96)."""
+    data = results()
+    for regime, (ties_curve, tsv_curve) in {
+        "same": ((0.85, 0.95), (0.80, 0.84)),
+        "distinct": ((0.90, 0.90), (0.90, 0.86)),
+    }.items():
+        for row, curve in zip(data["regimes"][regime]["configs"], (ties_curve, tsv_curve)):
+            row["per_seed"] = [{"val_curve": [[0.1, 0.0], [1.0, v]]} for v in curve]
+            row["at"]["λ=1"] = {"scaling": 1.0, "test_norm_mean": row["test_norm_mean"] - 0.01}
+    picked = {
+        c["name"]: c for c in choices(data, candidates=("λ=1", "1/n", "1/sqrt(n)", "norm_match"), table="AUTO_SCALING_CAUSAL_LM")
+    }
+    assert picked["ties"]["val"]["λ=1"] == pytest.approx({"same": 0.90, "distinct": 0.90})
+    assert picked["ties"]["chosen"] == "λ=1" and picked["tsv"]["chosen"] == "1/sqrt(n)"
+    assert picked["ties"]["today"] == "λ=1" == ("λ=1" if AUTO_SCALING_CAUSAL_LM["ties"] == "1" else None)
+    lines = rule_choice_section(data, heading=CAUSAL_LM, table="AUTO_SCALING_CAUSAL_LM")
+    assert lines[1] == CAUSAL_LM and "at λ = 1 and at each rule" in lines[3]
+    ties = next(line for line in lines if line.startswith("| ties |"))
+    assert ties.startswith("| ties | 90.0 / 90.0 | 70.0 / 80.0 |") and "| `λ=1` | `λ=1` | -1.0 / -1.0 | -1.0 / -1.0 |" in ties
+    assert rule_choice_section(data) == rule_choice_section(results())  # the general table ignores λ = 1
