@@ -32,16 +32,16 @@ AUTO_SCALING: dict[str, str] = {
 }
 
 # What `scaling: "auto"` means when every adapter declares PEFT's `task_type: "CAUSAL_LM"` (an LLM adapter: no task
-# head reads the update, the frozen LM head does). "1" is λ = 1, the full sum. On the decoder benchmark λ = 1 beat
-# every rule on validation for each of the nine methods that merge the product B·A, in both regimes, by 3.5-11.0
-# points (METHOD.md §6); `peft_linear` (A and B apart) chose 0.32 / 1 there and keeps its rule. Adapters of any other
-# task type (SEQ_CLS and TOKEN_CLS with their heads, none declared, a mix) read AUTO_SCALING above.
+# head reads the update, the frozen LM head does). "1" is λ = 1, the full sum. Chosen on the decoder's validation
+# alone, its regimes averaged, with λ = 1 a candidate beside the rules (docs/benchmarks.md, decoder section; METHOD.md
+# §6): λ = 1 for each of the nine methods that merge the product B·A. Adapters of any other task type (SEQ_CLS or
+# TOKEN_CLS with their heads, none declared, a mix) read AUTO_SCALING above.
 AUTO_SCALING_CAUSAL_LM: dict[str, str] = {
     "task_arithmetic": "1",
     "dare_linear": "1",
     "breadcrumbs": "1",
     "breadcrumbs_ties": "1",  # not measured: breadcrumbs' masks, then a disjoint sum (like ties, which chose 1.8-3.2)
-    "peft_linear": "1/n",
+    "peft_linear": "1/sqrt(n)",  # A and B apart: the cross terms grow with λ (same seeds chose 0.32, distinct 1)
     "ties": "1",
     "dare_ties": "1",
     "knots": "1",

@@ -148,5 +148,5 @@ def test_auto_is_reported_as_what_its_table_row_names_for_the_replicate_s_adapte
     no_ortho = {"method": "do_merging", "params": {"orthogonalize": False, "merge": "ties"}}
     assert sweep.auto_scaling(no_ortho, encoder) == AUTO_SCALING["ties"]
     on_decoder = {c["method"]: sweep.auto_scaling(c, decoder) for c in main_configs(rank=0)}
-    assert on_decoder.pop("peft_linear") == AUTO_SCALING_CAUSAL_LM["peft_linear"] == "1/n"
+    assert on_decoder.pop("peft_linear") == AUTO_SCALING_CAUSAL_LM["peft_linear"] != "1"  # A and B apart: a rule
     assert set(on_decoder.values()) == {1.0} and len(on_decoder) == 9
