@@ -87,7 +87,7 @@ def test_methods_shows_the_scaling_choices_and_what_auto_is_per_method():
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("scaling ")]
     assert len(lines) == len([line for line in result.stdout.splitlines() if not line.startswith(" ")])  # one per method
     assert all("number|auto|1/n|1/sqrt(n)|norm_match default='auto'" in line for line in lines)
-    assert lines[0].endswith("Here 'auto' is norm_match.")  # breadcrumbs, first in name order
+    assert lines[0].endswith("Here 'auto' is norm_match (1 for task_type CAUSAL_LM adapters).")  # breadcrumbs, first by name
 
 
 def test_service_fields_are_refused_by_name(tmp_path):
