@@ -4,7 +4,7 @@
 Kept alone in this module so that changing a row is a decision about defaults and nothing else: the quality
 benchmark leaves this file out of the library fingerprint in its result keys (a row change would otherwise
 recompute hours of stored merges that never read it) and keys the unit that reports ``auto`` by the rule the
-row names. ``tests/merge_core/test_scaling.py`` checks that this module holds only the table and that every
+row names. ``tests/merge_core/test_scaling.py`` checks that this module holds only the tables and that every
 value is a rule of ``scaling.ScalingRule`` (or ``"1"``, the full sum, in the causal-LM table).
 """
 

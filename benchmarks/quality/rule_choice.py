@@ -119,8 +119,9 @@ def rule_choice_section(results: dict, *, heading: str = HEADING, table: str = "
         heading,
         "",
         f"Per method: the mean normalized *validation* accuracy at {at} ({slash} seeds), the one with the best mean "
-        f"over {over} ({serves}), `{table}`'s row when this ran, and the *test* cost of the chosen one against the λ that validation chose on the grid (− chosen λ, points, "
-        f"{slash}). Means over each regime's replicates.",
+        f"over {over} ({serves}), `{table}`'s row when this ran, and the *test* cost of the chosen one against the λ "
+        f"that validation chose on the grid (candidate − chosen λ, points, {slash}). Means over each regime's "
+        "replicates.",
         "",
         "| method | " + " | ".join(f"val at {c}" for c in candidates) + f" | chosen on validation | `{table}` | "
         f"test: chosen − chosen λ | test: `{table}` row − chosen λ |",
