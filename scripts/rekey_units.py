@@ -5,15 +5,16 @@ so any change there, even one no stored merge goes through (what ``scaling: "aut
 orphans every stored unit: the next run would recompute hours of merges to the same numbers. This script moves
 them to their new keys instead, and checks that claim on a sample:
 
-    # 1. before the change, every unit of the run present: the keys, in the order the run asks for them
+    # 1. before the change, every unit of the run present: each unit's key, by its label
     PYTHONPATH=. python scripts/rekey_units.py record /tmp/keys.json -- --model decoder --n-seeds 3 --all-rows-on 0
-    # 2. after it, the same run: the i-th unit asked for takes the i-th recorded one's value (labels must agree)
+    # 2. after it, the same run: each unit asked for takes the value recorded under its label (every label, once)
     PYTHONPATH=. python scripts/rekey_units.py apply /tmp/keys.json -- --model decoder --n-seeds 3 --all-rows-on 0
     # 3. recompute units by label with today's code, and compare with what step 2 stored, to the bit
     PYTHONPATH=. python scripts/rekey_units.py verify "distinct2-tsv at norm_match" -- --model decoder ...
 
-The runs write neither docs nor the results JSON (``--no-docs``, ``--out`` a temporary file). Step 2 deletes
-the old files it moved. A change that does move a result must not be re-keyed: step 3 fails on it (exit 1).
+The runs write neither docs nor the results JSON (``--no-docs``, ``--out`` a temporary file). Step 2 writes
+nothing until the whole run has matched the recorded labels, then deletes the old files it moved. A change that
+does move a result must not be re-keyed: step 3 fails on it (exit 1).
 """
 
 from __future__ import annotations
@@ -48,45 +49,47 @@ def _run(benchmark_args: list[str], unit) -> None:
 
 
 def record(path: Path, benchmark_args: list[str]) -> None:
-    calls: list[list[str]] = []
+    keys: dict[str, str] = {}  # label -> key
 
     def unit(self: Store, key: str, compute, *, label: str = "") -> dict:
-        calls.append([key, label])
+        if keys.get(label, key) != key:
+            raise SystemExit(f"two units are labelled {label!r}: they cannot be told apart")
+        keys[label] = key
         return _unit(self, key, _refuse(label), label=label)
 
     _run(benchmark_args, unit)
-    path.write_text(json.dumps(calls))
-    print(f"recorded {len(calls)} unit keys in {path}")
+    path.write_text(json.dumps(keys, indent=0, sort_keys=True))
+    print(f"recorded {len(keys)} unit keys in {path}")
 
 
 def apply(path: Path, benchmark_args: list[str]) -> None:
-    recorded = json.loads(path.read_text())
-    moved: list[Path] = []
-    position = 0
+    recorded: dict[str, str] = json.loads(path.read_text())
+    moves: dict[Path, tuple[Path, dict]] = {}  # new file -> (old file, its record under the new key)
+    asked: set[str] = set()
 
     def unit(self: Store, key: str, compute, *, label: str = "") -> dict:
-        nonlocal position
-        if position >= len(recorded):
-            raise SystemExit(f"the run asks for more units than were recorded (at {label!r})")
-        old_key, old_label = recorded[position]
-        position += 1
-        if label != old_label:
-            raise SystemExit(f"unit {position} is {label!r} now and was {old_label!r}: the runs differ, nothing re-keyed")
+        if label not in recorded:
+            raise SystemExit(f"the run asks for {label!r}, which was not recorded: nothing re-keyed")
+        asked.add(label)
+        old_key = recorded[label]
         new, old = self.path(key), self.path(old_key)
-        if key != old_key and not new.exists():
-            stored = json.loads(old.read_text())
-            if stored.get("key") != old_key:
-                raise SystemExit(f"{old} does not hold unit {old_label!r}")
-            new.write_text(json.dumps({**stored, "key": key}))
-            moved.append(old)
-        return _unit(self, key, _refuse(label), label=label)
+        if new.exists() or key == old_key:
+            return _unit(self, key, _refuse(label), label=label)
+        stored = json.loads(old.read_text())
+        if stored.get("key") != old_key:
+            raise SystemExit(f"{old} does not hold unit {label!r}: nothing re-keyed")
+        moves[new] = (old, {**stored, "key": key})
+        return stored["value"]
 
     _run(benchmark_args, unit)
-    if position != len(recorded):
-        raise SystemExit(f"the run asked for {position} units, {len(recorded)} were recorded: nothing deleted")
-    for old in set(moved):
+    if asked != set(recorded):
+        missing = sorted(set(recorded) - asked)[:3]
+        raise SystemExit(f"{len(recorded) - len(asked)} recorded units were not asked for (e.g. {missing}): nothing re-keyed")
+    for new, (_, record) in moves.items():  # only once the whole run matched, unit by unit
+        new.write_text(json.dumps(record))
+    for old in {old for old, _ in moves.values()}:
         old.unlink()
-    print(f"re-keyed {len(set(moved))} unit files ({position} units asked for)")
+    print(f"re-keyed {len(moves)} units ({len(asked)} asked for)")
 
 
 def verify(labels: list[str], benchmark_args: list[str]) -> int:
