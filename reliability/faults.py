@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import signal
+import threading
 import time
 
 import httpx
@@ -22,9 +23,17 @@ def slow_spec(stack: ProcessStack, name: str) -> dict:
     return {"method": "ties", "adapters": [{"source": s} for s in sources], "output": {"rank": 8}}
 
 
+_WRITING = threading.Lock()
+
+
 def small_spec(stack: ProcessStack, name: str, seed: int = 0) -> dict:
-    source = str(write_adapter_folder(stack.roots / f"{name}-{seed}", seed=seed))
-    return {"method": "task_arithmetic", "adapters": [{"source": source}]}
+    """A one-adapter job on ``<name>-<seed>``, written once: the crash scenario submits one seed from several threads
+    while workers read it, and rewriting it would let a worker read a half-written adapter_config.json."""
+    folder = stack.roots / f"{name}-{seed}"
+    with _WRITING:
+        if not (folder / "adapter_config.json").exists():  # written last, so the folder is whole
+            write_adapter_folder(folder, seed=seed)
+    return {"method": "task_arithmetic", "adapters": [{"source": str(folder)}]}
 
 
 def wait_removed(*paths, timeout: float = 60.0) -> None:

@@ -121,6 +121,19 @@ def test_quality_benchmark_smoke_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "at_rule", lambda *args: {"scaling": "norm_match", "val_norm_mean": 0.0, "test_correct": {}})
     assert rekey.main(["verify", "same0-tsv at norm_match", *argv]) == 1
 
+    # a run cut off (here: one unit lost) re-keys the units it stored before the stop; the rest keep their keys
+    monkeypatch.undo()
+    monkeypatch.setattr(sweep, "library_fingerprint", lambda: "merge_core, changed")
+    stored = {json.loads(p.read_text())["label"]: p for p in (tmp_path / "runs").glob("*.json")}
+    stored["same1-ties"].unlink()
+    assert rekey.main(["record", str(keys), *argv]) == 0
+    recorded = json.loads(keys.read_text())
+    assert "same1-ties" not in recorded and "same0-ties" in recorded and len(recorded) < len(stored) - 1
+    monkeypatch.setattr(sweep, "library_fingerprint", lambda: "merge_core, changed again")
+    assert rekey.main(["apply", str(keys), *argv]) == 0
+    keys_now = {json.loads(p.read_text())["key"] for p in (tmp_path / "runs").glob("*.json")}
+    assert len(keys_now) == len(stored) - 1 and not keys_now & set(recorded.values())  # every recorded one moved
+
 
 def test_adapter_cache_key_changes_with_everything_that_shapes_training():
     data = load_task("rt_sentiment", n_train=96, n_val=48, n_test=48)
