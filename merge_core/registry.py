@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from merge_core.batch import BatchResult, ModuleBatch
 from merge_core.errors import InvalidParamsError, InvalidSpecError, RankRequiredError, UnknownMethodError
-from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM, MAX_SCALING, SCALING_CHOICES, ScalingChoice
+from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM, AUTO_TABLES, MAX_SCALING, SCALING_CHOICES, ScalingChoice
 from merge_core.spec import MergeSpec, format_validation_error
 
 
@@ -53,7 +53,7 @@ class MethodParams(BaseModel):
         return number
 
     def auto_scaling_key(self, method: str) -> str:
-        """The row of ``AUTO_SCALING`` that ``scaling: "auto"`` reads for ``method`` with these parameters."""
+        """The row that ``scaling: "auto"`` reads for ``method`` with these parameters (in either of ``AUTO_TABLES``)."""
         return method
 
     @field_validator("*")
@@ -155,7 +155,7 @@ def register(
     def decorate(kernel: Kernel) -> Kernel:
         if name in _METHODS:
             raise RuntimeError(f"merge method {name!r} registered twice")
-        for table_name, table in (("AUTO_SCALING", AUTO_SCALING), ("AUTO_SCALING_CAUSAL_LM", AUTO_SCALING_CAUSAL_LM)):
+        for table_name, table in AUTO_TABLES.items():
             if name not in table:
                 raise RuntimeError(
                     f"merge method {name!r} has no row in merge_core.auto_scaling.{table_name} (what 'auto' scaling is for it)"

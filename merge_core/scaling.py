@@ -34,6 +34,10 @@ SCALING_CHOICES: tuple[str, ...] = get_args(ScalingChoice)
 MAX_SCALING = 100.0  # the largest |λ| a number may ask for, and norm_match's cap
 CAUSAL_LM = "CAUSAL_LM"  # PEFT's task_type of an LLM adapter (peft.TaskType.CAUSAL_LM)
 AutoTable = Literal["AUTO_SCALING", "AUTO_SCALING_CAUSAL_LM"]
+AUTO_TABLES: dict[AutoTable, dict[str, str]] = {  # by name: the name is what the summary and model card report
+    "AUTO_SCALING": AUTO_SCALING,
+    "AUTO_SCALING_CAUSAL_LM": AUTO_SCALING_CAUSAL_LM,
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def resolve(method: str, params: Any, task_types: Sequence[str | None] = ()) -> 
     if requested != "auto":
         return Scaling(requested, requested)
     table, key = auto_table(task_types), params.auto_scaling_key(method)
-    rule = (AUTO_SCALING_CAUSAL_LM if table == "AUTO_SCALING_CAUSAL_LM" else AUTO_SCALING)[key]
+    rule = AUTO_TABLES[table][key]
     if rule == "1":
         return Scaling(requested, "fixed", 1.0, auto_table=table, auto_row=key)
     return Scaling(requested, rule, auto_table=table, auto_row=key)

@@ -14,14 +14,13 @@ from __future__ import annotations
 from statistics import fmean
 
 from benchmarks.quality.formatting import pct
-from merge_core.scaling import AUTO_SCALING, AUTO_SCALING_CAUSAL_LM
+from merge_core.scaling import AUTO_TABLES
 
 RULES = ("1/n", "1/sqrt(n)", "norm_match")  # "auto" is one of them: it is not scored on its own
 HEADING = '## Which rule `scaling: "auto"` stands for (chosen on validation)'
 ACROSS_MODELS = '## Which rule `scaling: "auto"` stands for, both models (chosen on validation)'
 CAUSAL_LM = '## Which λ `scaling: "auto"` stands for on LLM adapters (`AUTO_SCALING_CAUSAL_LM`, chosen on validation)'
 LLM_CANDIDATES = ("λ=1", *RULES)  # λ = 1 first: it wins a tie
-TABLES = {"AUTO_SCALING": AUTO_SCALING, "AUTO_SCALING_CAUSAL_LM": AUTO_SCALING_CAUSAL_LM}
 
 
 def _val(row: dict, candidate: str) -> float | None:
@@ -64,7 +63,7 @@ def choices(results: dict, *, candidates: tuple[str, ...] = RULES, table: str = 
                 "name": name,
                 "val": val,
                 "chosen": best,
-                "today": _label(TABLES[table].get(method)),
+                "today": _label(AUTO_TABLES[table].get(method)),
                 "test_chosen_lambda": {regime: r["test_norm_mean"] for regime, r in rows.items()},
                 "test": {rule: {regime: r["at"][rule]["test_norm_mean"] for regime, r in rows.items()} for rule in scored},
             }
