@@ -20,15 +20,15 @@ value is a rule of ``scaling.ScalingRule`` (or ``"1"``, the full sum, in the cau
 AUTO_SCALING: dict[str, str] = {
     "task_arithmetic": "1/sqrt(n)",  # 0.032-0.1 / 0.32 / 1 / 1
     "dare_linear": "1/sqrt(n)",  # 0.032-0.1 / 0.18-0.32 / 1 / 1
-    "breadcrumbs": "norm_match",  # 0.032-0.1 / 0.32 / 1-1.8 / 1.8
+    "breadcrumbs": "norm_match",  # 0.032-0.1 / 0.32 / 1-1.8 / 1-1.8
     "breadcrumbs_ties": "norm_match",  # not measured: breadcrumbs' masks, then a disjoint sum
     "peft_linear": "1/n",  # 0.032 / 0.18-0.32 / 0.32 / 1: A and B merged apart, the cross terms grow fast with λ
     "ties": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2 / 1.8
     "dare_ties": "norm_match",  # 0.032-0.18 / 0.56 / 1.8-3.2 / 1.8
-    "knots": "norm_match",  # 0.032-0.56 / 0.56 / 1.8-3.2 / 3.2
+    "knots": "norm_match",  # 0.032-0.56 / 0.56 / 1.8-3.2 / 1.8-3.2
     "drm": "norm_match",  # 0.032-0.32 / 0.56 / 1.8-3.2 / 1.8-3.2
     "tsv": "norm_match",  # 0.18-0.32 / 0.56 / 1.8 / 1-1.8; 1/sqrt(n) ties it (its result has norm sqrt(Σ‖ΔW_i‖²))
-    "do_merging": "norm_match",  # 0.18-0.56 / 0.32-0.56 / 1.8 / 1.8; without orthogonalization, the inner method's row
+    "do_merging": "norm_match",  # 0.18-0.56 / 0.32-0.56 / 1.8 / 1-1.8; without orthogonalization, the inner method's row
 }
 
 # What `scaling: "auto"` means when every adapter declares PEFT's `task_type: "CAUSAL_LM"` (an LLM adapter: no task
